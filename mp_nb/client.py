@@ -1,0 +1,406 @@
+"""ModelApiClient: manage webhook callbacks through the Model API's GraphQL operations.
+
+One method per operation, synchronous, explicit timeouts. Auth is an API token (HTTP Basic,
+id + secret) or an OAuth access token (Bearer), from arguments or the environment
+(``MATTERPORT_TOKEN_ID``, ``MATTERPORT_TOKEN_SECRET``, ``MATTERPORT_ACCESS_TOKEN``,
+``MATTERPORT_API_URL``). GraphQL ``errors`` in an HTTP 200 are failures and raise the typed
+exceptions of :mod:`mp_nb.exceptions`. Reads and pings are retried with backoff on 429, 5xx
+and connection errors; adds, patches and removes never are.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import httpx
+import pandas as pd
+from pydantic import SecretStr, ValidationError
+
+from . import operations as ops
+from .credentials import CredType
+from .exceptions import (
+    CODE_TO_ERROR,
+    ApiError,
+    AuthenticationError,
+    ConfigurationError,
+    PagingError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+)
+from .models import (
+    Callback,
+    CallbackPage,
+    CallbackTarget,
+    EventType,
+    KeyValue,
+    check_event_types,
+    split_url,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "https://api.matterport.com/api/models/graph"
+_UNSET: Any = object()
+_SECRET_KEYS = {"credSecret"}
+
+
+class ModelApiClient:
+    """A client for the webhook operations of Matterport's Model API (real or local).
+
+    >>> client = ModelApiClient()          # real API, credentials from the environment
+    >>> cb = client.add_callback("https://example.com/hook", ["processed"])  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token_id: str | None = None,
+        token_secret: str | SecretStr | None = None,
+        *,
+        access_token: str | SecretStr | None = None,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        page_size: int = 100,
+        max_pages: int = 10_000,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url or os.environ.get("MATTERPORT_API_URL") or DEFAULT_URL
+        if not self.url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"url: {self.url!r} is not an http(s) URL of the Model API")
+        self.token_id = token_id or os.environ.get("MATTERPORT_TOKEN_ID") or None
+        secret = token_secret or os.environ.get("MATTERPORT_TOKEN_SECRET") or None
+        self._token_secret = SecretStr(secret) if isinstance(secret, str) else secret
+        token = access_token or os.environ.get("MATTERPORT_ACCESS_TOKEN") or None
+        self._access_token = SecretStr(token) if isinstance(token, str) else token
+        if self._access_token is None and not (self.token_id and self._token_secret):
+            raise ConfigurationError(
+                "token_id/token_secret: no credentials. Pass token_id and token_secret (an API "
+                "token from Matterport Cloud > Settings > Developer Tools), access_token, or set "
+                "MATTERPORT_TOKEN_ID and MATTERPORT_TOKEN_SECRET."
+            )
+        if not 1 <= page_size <= 1000:
+            raise ConfigurationError("page_size: must be between 1 and 1000")
+        self.page_size = page_size
+        self.max_pages = max_pages
+        self.retries = max(0, retries)
+        self.backoff = backoff
+        auth: httpx.Auth | None = None
+        headers = {"User-Agent": "mp_nb", "Accept": "application/json"}
+        if self._access_token is not None:
+            headers["Authorization"] = f"Bearer {self._access_token.get_secret_value()}"
+        else:
+            assert self.token_id and self._token_secret
+            auth = httpx.BasicAuth(self.token_id, self._token_secret.get_secret_value())
+        self._http = httpx.Client(
+            auth=auth, headers=headers, transport=transport, trust_env=transport is None,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+        )
+        self.last_operation: tuple[str, dict[str, Any]] | None = None
+
+    # ------------------------------------------------------------------ plumbing
+
+    def __repr__(self) -> str:
+        who = "access_token=***" if self._access_token else f"token_id={self.token_id!r}"
+        return f"<ModelApiClient {self.url} {who}>"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ModelApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def last_graphql(self) -> str:
+        """The last document sent and its variables, with secrets masked (for teaching)."""
+        if self.last_operation is None:
+            return ""
+        document, variables = self.last_operation
+        return document.strip() + "\n\nvariables: " + json.dumps(variables, indent=2)
+
+    def execute(self, document: str, variables: dict[str, Any] | None = None,
+                *, retry: bool = False) -> dict[str, Any]:
+        """Send one GraphQL request; returns ``data`` or raises a typed :class:`ApiError`."""
+        variables = variables or {}
+        self.last_operation = (document, _mask(variables))
+        attempts = 1 + (self.retries if retry else 0)
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._execute_once(document, variables)
+            except (TransportError, RateLimitError, ServerError) as exc:
+                if attempt >= attempts:
+                    raise
+                delay = self.backoff * 2 ** (attempt - 1)
+                log.info("retrying after %s (attempt %d/%d, %.2fs)", exc, attempt, attempts, delay)
+                time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _execute_once(self, document: str, variables: dict[str, Any]) -> dict[str, Any]:
+        try:
+            response = self._http.post(self.url, json={"query": document, "variables": variables})
+        except httpx.TimeoutException as exc:
+            raise TransportError(f"timed out talking to {self.url}: {type(exc).__name__}") from exc
+        except httpx.HTTPError as exc:
+            raise TransportError(f"cannot reach {self.url}: {exc}") from exc
+        status = response.status_code
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if status == 400 and isinstance(body, dict) and body.get("error") == "invalid_grant":
+            raise AuthenticationError(
+                "access token expired or revoked (invalid_grant); get a new one from the "
+                "OAuth token endpoint", code="invalid_grant", status=status)
+        errors = body.get("errors") if isinstance(body, dict) else None
+        if status == 401 or status == 403:
+            message = _first_message(errors) or "credentials rejected"
+            raise AuthenticationError(
+                f"{message}; check the API token id and secret (MATTERPORT_TOKEN_ID / "
+                "MATTERPORT_TOKEN_SECRET)", code=_first_code(errors) or "request.unauthenticated",
+                status=status, errors=errors)
+        if status == 429:
+            raise RateLimitError("rate limited by the Model API", status=status, errors=errors)
+        if status >= 500:
+            raise ServerError(_first_message(errors) or f"server error from {self.url}",
+                              code=_first_code(errors), status=status, errors=errors)
+        if not isinstance(body, dict):
+            raise ApiError(f"not a GraphQL response from {self.url} (HTTP {status}): "
+                           f"{response.text[:200]!r}", status=status)
+        if errors:
+            code = _first_code(errors)
+            cls = CODE_TO_ERROR.get(code or "", ApiError)
+            raise cls(_first_message(errors) or "GraphQL error", code=code, status=status, errors=errors)
+        if status >= 400:
+            raise ApiError(f"HTTP {status} from {self.url}", status=status)
+        data = body.get("data")
+        if not isinstance(data, dict):
+            raise ApiError(f"GraphQL response without data from {self.url}", status=status)
+        return data
+
+    # ------------------------------------------------------------------ operations
+
+    def add_callback(
+        self,
+        url: str | None = None,
+        event_types: Iterable[str | EventType] | None = None,
+        *,
+        version: int = 1,
+        cred_type: CredType | str | None = None,
+        cred_key: str | None = None,
+        cred_secret: str | SecretStr | None = None,
+        query_params: Any = None,
+        additional_headers: Any = None,
+        target: CallbackTarget | None = None,
+    ) -> Callback:
+        """Register a callback (``addModelEventWebhookCallback``).
+
+        ``url`` is split into scheme, host, port, path and query params; ``event_types``
+        defaults to every type of the webhook ``version`` (1 or 2).
+        """
+        if version not in (1, 2):
+            raise ConfigurationError("version: webhook version must be 1 or 2")
+        types = _types(event_types, version)
+        if target is None:
+            if url is None:
+                raise ConfigurationError("url: give the callback URL (or target=CallbackTarget(...))")
+            target = _target(url, cred_type=cred_type, cred_key=cred_key, cred_secret=cred_secret,
+                             query_params=query_params, additional_headers=additional_headers)
+        variables = {"input": {"eventTypes": types, "callback": target.to_graphql(), "version": version}}
+        data = self.execute(ops.ADD_CALLBACK, variables)
+        return Callback.model_validate(data["addModelEventWebhookCallback"])
+
+    def callbacks_page(self, offset: str | None = None, page_size: int | None = None) -> CallbackPage:
+        """One page of ``modelEventWebhookCallbacks``."""
+        variables = {"offset": offset, "pageSize": page_size or self.page_size}
+        data = self.execute(ops.LIST_CALLBACKS, variables, retry=True)
+        page = data.get("modelEventWebhookCallbacks")
+        return CallbackPage.model_validate(page or {})
+
+    def iter_callbacks(self, page_size: int | None = None) -> Iterator[Callback]:
+        """Every callback, following ``nextOffset`` page by page."""
+        offset: str | None = None
+        seen: set[str] = set()
+        for _ in range(self.max_pages):
+            page = self.callbacks_page(offset, page_size)
+            yield from page.results
+            if not page.next_offset:
+                return
+            if page.next_offset in seen:
+                raise PagingError(f"server returned nextOffset {page.next_offset!r} twice; "
+                                  "stopping instead of looping forever")
+            seen.add(page.next_offset)
+            offset = page.next_offset
+        raise PagingError(f"more than {self.max_pages} pages; raise max_pages if that is real")
+
+    def callbacks(self, page_size: int | None = None) -> list[Callback]:
+        """Every registered callback (all pages)."""
+        return list(self.iter_callbacks(page_size))
+
+    def callbacks_frame(self) -> pd.DataFrame:
+        """Every callback as a DataFrame (id, version, event_types, url, cred_type, ...)."""
+        rows = [cb.summary() for cb in self.callbacks()]
+        frame = pd.DataFrame(rows, columns=["id", "version", "event_types", "url", "cred_type",
+                                            "cred_key", "headers"])
+        frame["version"] = frame["version"].astype("Int8")
+        return frame.astype({c: "string" for c in frame.columns if c != "version"})
+
+    def get_callback(self, callback_id: str) -> Callback:
+        """One callback by id (the API has no single-item query, so this scans the list)."""
+        for cb in self.iter_callbacks():
+            if cb.id == callback_id:
+                return cb
+        raise CODE_TO_ERROR["not.found"]("Error fetching data", code="not.found")
+
+    def patch_callback(
+        self,
+        callback_id: str,
+        *,
+        url: str | None = None,
+        event_types: Iterable[str | EventType] | None = None,
+        version: int | None = None,
+        cred_type: Any = _UNSET,
+        cred_key: Any = _UNSET,
+        cred_secret: Any = _UNSET,
+        query_params: Any = None,
+        additional_headers: Any = None,
+    ) -> Callback:
+        """Change a callback (``patchModelEventWebhookCallback``). Only what you pass changes;
+        a secret left out keeps the stored one."""
+        _require_id(callback_id)
+        data: dict[str, Any] = {}
+        if version is not None:
+            if version not in (1, 2):
+                raise ConfigurationError("version: webhook version must be 1 or 2")
+            data["version"] = version
+        if event_types is not None:
+            data["eventTypes"] = _types(event_types, version)
+        cb: dict[str, Any] = {}
+        if url is not None:
+            fields = split_url(url)
+            cb.update(scheme=fields["scheme"], host=fields["host"], port=fields["port"],
+                      path=fields["path"])
+            cb["queryParams"] = [kv.model_dump() for kv in fields["query_params"]]
+        if query_params is not None:
+            cb["queryParams"] = cb.get("queryParams", []) + [
+                kv.model_dump() for kv in _kvs(query_params, "query_params")]
+        if additional_headers is not None:
+            cb["additionalHeaders"] = [kv.model_dump() for kv in _kvs(additional_headers, "additional_headers")]
+        if cred_type is not _UNSET:
+            cb["credType"] = CredType(cred_type).value if cred_type is not None else None
+        if cred_key is not _UNSET:
+            cb["credKey"] = cred_key
+        if cred_secret is not _UNSET and cred_secret:
+            cb["credSecret"] = (cred_secret.get_secret_value()
+                                if isinstance(cred_secret, SecretStr) else cred_secret)
+        if cb:
+            data["callback"] = cb
+        if not data:
+            raise ConfigurationError("patch_callback: nothing to change; pass url, event_types, "
+                                     "version, credentials, query_params or additional_headers")
+        result = self.execute(ops.PATCH_CALLBACK, {"id": callback_id, "input": data})
+        return Callback.model_validate(result["patchModelEventWebhookCallback"])
+
+    def remove_callback(self, callback_id: str) -> bool:
+        """Delete a callback (``removeModelEventWebhookCallback``)."""
+        _require_id(callback_id)
+        return bool(self.execute(ops.REMOVE_CALLBACK, {"id": callback_id})["removeModelEventWebhookCallback"])
+
+    def ping_callback(self, callback_id: str) -> bool:
+        """Deliver a test event (``pingModelEventWebhookCallback``); True if it was accepted."""
+        _require_id(callback_id)
+        data = self.execute(ops.PING_CALLBACK, {"id": callback_id}, retry=True)
+        return bool(data["pingModelEventWebhookCallback"])
+
+    def add_event_types(self, callback_id: str, event_types: Iterable[str | EventType]) -> Callback:
+        """Subscribe an existing callback to more types (``addModelEventToCallback``)."""
+        _require_id(callback_id)
+        types = _types(event_types, None)
+        data = self.execute(ops.ADD_EVENTS, {"id": callback_id, "eventTypes": types})
+        return Callback.model_validate(data["addModelEventToCallback"])
+
+    def remove_event_types(self, callback_id: str, event_types: Iterable[str | EventType]) -> Callback:
+        """Unsubscribe types (``removeModelEventFromCallback``)."""
+        _require_id(callback_id)
+        types = _types(event_types, None)
+        data = self.execute(ops.REMOVE_EVENTS, {"id": callback_id, "eventTypes": types})
+        return Callback.model_validate(data["removeModelEventFromCallback"])
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _types(event_types: Iterable[str | EventType] | None, version: int | None) -> list[str]:
+    from .models import event_types_for
+
+    if event_types is None:
+        return list(event_types_for(version or 1))
+    if isinstance(event_types, str | EventType):
+        event_types = [event_types]
+    out = []
+    for t in event_types:
+        value = t.value if isinstance(t, EventType) else str(t).strip()
+        if value not in EventType.__members__:
+            raise ConfigurationError(
+                f"event_types: {value!r} is not a Matterport event type; known types: "
+                + ", ".join(EventType.__members__))
+        out.append(value)
+    if not out:
+        raise ConfigurationError("event_types: give at least one event type")
+    if version is not None:
+        check_event_types(out, version)
+    return out
+
+
+def _kvs(value: Any, field: str) -> list[KeyValue]:
+    from .models import _pairs
+
+    try:
+        return [KeyValue.model_validate(kv) for kv in _pairs(value, field)]
+    except ValidationError as exc:
+        raise ConfigurationError(f"{field}: expected a dict or (key, value) pairs ({exc.errors()[0]['msg']})") from None
+
+
+def _target(url: str, **kwargs: Any) -> CallbackTarget:
+    try:
+        return CallbackTarget.from_url(url, **{k: v for k, v in kwargs.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "callback"
+        raise ConfigurationError(f"{where}: {first['msg']}") from None
+
+
+def _require_id(callback_id: str) -> None:
+    if not isinstance(callback_id, str) or not callback_id.strip():
+        raise ConfigurationError("callback_id: empty; use an id from client.callbacks()")
+
+
+def _first_message(errors: Any) -> str | None:
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        msg = errors[0].get("message")
+        return str(msg) if msg is not None else None
+    return None
+
+
+def _first_code(errors: Any) -> str | None:
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        ext = errors[0].get("extensions") or {}
+        code = ext.get("code") if isinstance(ext, dict) else None
+        return str(code) if code is not None else None
+    return None
+
+
+def _mask(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: ("***" if k in _SECRET_KEYS and v else _mask(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask(v) for v in value]
+    return value

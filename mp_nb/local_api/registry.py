@@ -1,0 +1,269 @@
+"""The local Model API's callback registry: validation, patch-merge, paging.
+
+Errors are :class:`graphql.GraphQLError` with the real API's ``extensions.code`` so the
+GraphQL layer returns them as-is.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import string
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphql import GraphQLError
+from pydantic import SecretStr
+
+from ..credentials import CredType
+from ..models import endpoint_url, event_types_for
+
+NOT_FOUND_MESSAGE = "Error fetching data"
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def new_callback_id() -> str:
+    """25 lowercase alphanumerics, the shape of Matterport's callback ids."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(25))
+
+
+def invalid(message: str) -> GraphQLError:
+    return GraphQLError(message, extensions={"code": "request.invalid", "httpStatus": 400})
+
+
+def not_found() -> GraphQLError:
+    return GraphQLError(NOT_FOUND_MESSAGE, extensions={"code": "not.found", "httpStatus": 404})
+
+
+@dataclass
+class StoredCallback:
+    """One registered callback, secret included (never returned by a query)."""
+
+    id: str
+    event_types: list[str]
+    version: int
+    scheme: str
+    host: str
+    port: int | None
+    path: str
+    query_params: list[tuple[str, str]] = field(default_factory=list)
+    additional_headers: list[tuple[str, str]] = field(default_factory=list)
+    cred_type: CredType | None = None
+    cred_key: str | None = None
+    cred_secret: SecretStr | None = None
+
+    @property
+    def url(self) -> str:
+        from ..models import KeyValue
+
+        params = [KeyValue(key=k, value=v) for k, v in self.query_params]
+        return endpoint_url(self.scheme, self.host, self.port, self.path, params)
+
+    def to_graphql(self) -> dict[str, Any]:
+        """The ``ModelEventWebhookCallback`` output object (no secret)."""
+        return {
+            "id": self.id,
+            "eventTypes": list(self.event_types),
+            "version": self.version,
+            "callback": {
+                "scheme": self.scheme,
+                "host": self.host,
+                "port": self.port,
+                "path": self.path,
+                "queryParams": [{"key": k, "value": v} for k, v in self.query_params],
+                "additionalHeaders": [{"key": k, "value": v} for k, v in self.additional_headers],
+                "credType": self.cred_type.value if self.cred_type else None,
+                "credKey": self.cred_key,
+            },
+        }
+
+
+def _pairs(items: list[dict[str, str]] | None, what: str) -> list[tuple[str, str]]:
+    out = []
+    for kv in items or []:
+        key = kv["key"]
+        if not key:
+            raise invalid(f"{what}: a key is empty")
+        out.append((key, kv["value"]))
+    return out
+
+
+def _check_version(version: Any) -> int:
+    if version not in (1, 2):
+        raise invalid(f"version: {version} is not a webhook version; use 1 or 2")
+    return int(version)
+
+
+def _check_types(types: list[str], version: int) -> list[str]:
+    if not types:
+        raise invalid("eventTypes: give at least one event type")
+    allowed = event_types_for(version)
+    wrong = [t for t in types if t not in allowed]
+    if wrong:
+        raise invalid(
+            f"eventTypes: {', '.join(wrong)} cannot be used with webhook version {version}; "
+            f"version {version} accepts {', '.join(allowed)}"
+        )
+    return list(dict.fromkeys(types))
+
+
+_HEADER_CHARS = set(string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~")
+
+
+def _apply_callback(target: StoredCallback, cb: dict[str, Any]) -> None:
+    """Merge a ``WebhookCallbackInput`` into ``target`` (only the keys present)."""
+    if "scheme" in cb and cb["scheme"] is not None:
+        if cb["scheme"] not in ("http", "https"):
+            raise invalid(f"callback.scheme: {cb['scheme']!r} not supported; use http or https")
+        target.scheme = cb["scheme"]
+    if "host" in cb and cb["host"] is not None:
+        host = cb["host"].strip()
+        if not host or any(c in host for c in "/?#@ "):
+            raise invalid(f"callback.host: {cb['host']!r} is not a host name")
+        target.host = host
+    if "port" in cb:
+        port = cb["port"]
+        if port is not None and not 1 <= port <= 65535:
+            raise invalid(f"callback.port: {port} out of range 1-65535")
+        target.port = port
+    if "path" in cb and cb["path"] is not None:
+        target.path = cb["path"].lstrip("/")
+    if "queryParams" in cb:
+        target.query_params = _pairs(cb["queryParams"], "callback.queryParams")
+    if "additionalHeaders" in cb:
+        headers = _pairs(cb["additionalHeaders"], "callback.additionalHeaders")
+        for name, value in headers:
+            if not set(name) <= _HEADER_CHARS:
+                raise invalid(f"callback.additionalHeaders: {name!r} is not a valid header name")
+            if "\r" in value or "\n" in value:
+                raise invalid(f"callback.additionalHeaders: value of {name!r} has a line break")
+        target.additional_headers = headers
+    if "credType" in cb:
+        target.cred_type = CredType(cb["credType"]) if cb["credType"] else None
+        if target.cred_type is None:
+            target.cred_key = None
+            target.cred_secret = None
+    if "credKey" in cb:
+        target.cred_key = cb["credKey"] or None
+    if cb.get("credSecret"):
+        target.cred_secret = SecretStr(cb["credSecret"])
+    if target.cred_type is not None and target.cred_secret is None:
+        raise invalid(f"callback.credSecret: credType {target.cred_type.value} needs a secret")
+    if target.cred_type is CredType.basic and not target.cred_key:
+        raise invalid("callback.credKey: credType basic needs a user name")
+    if target.cred_type is CredType.basic and ":" in (target.cred_key or ""):
+        raise invalid("callback.credKey: may not contain ':' for basic credentials")
+    if target.cred_type is None and target.cred_secret is not None:
+        raise invalid("callback.credType: credSecret given without credType (basic or token)")
+
+
+class Registry:
+    """Thread-safe store of callbacks for one organization."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, StoredCallback] = {}
+        self._lock = threading.RLock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, callback_id: str) -> StoredCallback:
+        with self._lock:
+            item = self._items.get(callback_id)
+        if item is None:
+            raise not_found()
+        return item
+
+    def all(self) -> list[StoredCallback]:
+        with self._lock:
+            return list(self._items.values())
+
+    def add(self, data: dict[str, Any]) -> StoredCallback:
+        version = _check_version(data.get("version") if data.get("version") is not None else 1)
+        cb = data.get("callback")
+        if not cb or not cb.get("host"):
+            raise invalid("callback.host: required; give the host that receives deliveries")
+        types = _check_types(list(data.get("eventTypes") or []), version)
+        item = StoredCallback(
+            id=new_callback_id(), event_types=types, version=version,
+            scheme="https", host="", port=None, path="",
+        )
+        _apply_callback(item, cb)
+        with self._lock:
+            self._items[item.id] = item
+        return item
+
+    def patch(self, callback_id: str, data: dict[str, Any]) -> StoredCallback:
+        with self._lock:
+            current = self.get(callback_id)
+            draft = StoredCallback(**{**current.__dict__})
+            draft.query_params = list(current.query_params)
+            draft.additional_headers = list(current.additional_headers)
+            if data.get("version") is not None:
+                draft.version = _check_version(data["version"])
+            if data.get("eventTypes") is not None:
+                draft.event_types = list(data["eventTypes"])
+            draft.event_types = _check_types(draft.event_types, draft.version)
+            if data.get("callback"):
+                _apply_callback(draft, data["callback"])
+            self._items[callback_id] = draft
+            return draft
+
+    def remove(self, callback_id: str) -> bool:
+        with self._lock:
+            if self._items.pop(callback_id, None) is None:
+                raise not_found()
+        return True
+
+    def add_events(self, callback_id: str, types: list[str]) -> StoredCallback:
+        with self._lock:
+            current = self.get(callback_id)
+            current.event_types = _check_types(current.event_types + list(types), current.version)
+            return current
+
+    def remove_events(self, callback_id: str, types: list[str]) -> StoredCallback:
+        with self._lock:
+            current = self.get(callback_id)
+            left = [t for t in current.event_types if t not in set(types)]
+            if not left:
+                raise invalid(
+                    "eventTypes: removing these would leave no event type; "
+                    "remove the callback instead"
+                )
+            current.event_types = left
+            return current
+
+    def page(self, offset: str | None, page_size: int | None) -> dict[str, Any]:
+        size = 10 if page_size is None else page_size
+        if not 1 <= size <= 1000:
+            raise invalid(f"pageSize: {size} out of range 1-1000")
+        start = decode_offset(offset)
+        with self._lock:
+            items = list(self._items.values())
+        chunk = items[start : start + size]
+        more = start + size < len(items)
+        return {
+            "nextOffset": encode_offset(start + size) if more else None,
+            "totalResults": len(items),
+            "results": [c.to_graphql() for c in chunk],
+        }
+
+
+def encode_offset(index: int) -> str:
+    return base64.urlsafe_b64encode(f"cb:{index}".encode()).decode().rstrip("=")
+
+
+def decode_offset(offset: str | None) -> int:
+    if offset in (None, ""):
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(offset + "=" * (-len(offset) % 4)).decode()
+        prefix, _, number = text.partition(":")
+        if prefix != "cb" or not number.isdigit():
+            raise ValueError
+        return int(number)
+    except (ValueError, UnicodeDecodeError):
+        raise invalid(
+            f"offset: {offset!r} is not an offset this API returned; pass back nextOffset"
+        ) from None
