@@ -401,6 +401,24 @@ class EventStore:
             raise KeyError(f"no event with id {event_id} in {self.path}")
         return bytes(row[0])
 
+    def rows(self, ids: Iterable[int]) -> list[dict[str, Any]]:
+        """Some events as plain dicts (no body), for line-by-line printing."""
+        wanted = list(ids)
+        if not wanted:
+            return []
+        cur = self._reader().execute(
+            "SELECT id, received_at, type, model_id, success, ping, duplicate_of, auth "
+            f"FROM events WHERE id IN ({','.join('?' * len(wanted))}) ORDER BY id",
+            wanted,
+        )
+        names = [c[0] for c in cur.description]
+        out = []
+        for values in cur.fetchall():
+            row = dict(zip(names, values, strict=True))
+            row["received_at"] = pd.Timestamp(row["received_at"], unit="ns", tz="UTC")
+            out.append(row)
+        return out
+
     def events(self, *, include_pings: bool = False) -> pd.DataFrame:
         """Every stored event as a DataFrame (see ``EVENT_FRAME_COLUMNS``); incremental."""
         with self._cache_lock:

@@ -163,8 +163,7 @@ class Simulator:
         t = self._now(at)
         self._occur(model, t, v1=self._v1_model_event("uploaded", model, t, {}),
                     v2=("created", {"type": created_type}))
-        self._occur(model, t + timedelta(milliseconds=5),
-                    v1=self._v1_model_event("inserted", model, t + timedelta(milliseconds=5), {}))
+        self._occur(model, t, v1=self._v1_model_event("inserted", model, t, {}))
         return mid
 
     def process(self, model_id: str, *, success: bool = True, error: str = "",
@@ -257,25 +256,29 @@ class Simulator:
 
     # ------------------------------------------------------------------ scripts
 
-    def lifecycle(self, n_models: int = 3, *, bundle_id: str = "bim:cad") -> list[str]:
-        """Take ``n_models`` new models through every v1 type and every v2 type.
+    def lifecycle(self, n_models: int = 3, *, bundle_id: str = "bim:cad", v2_steps: bool = True) -> list[str]:
+        """Take ``n_models`` new models through every event type; returns their ids.
 
-        Per model: upload (uploaded, inserted / created), process (processed / processed,
-        activation), update, visibility change, bundle requested and completed, transfer
-        out and back in, delete and restore, and a final delete.
+        Per model: upload (v1 uploaded + inserted, v2 created), process (processed, then v2
+        activation), update, bundle requested and completed, delete. With ``v2_steps`` also
+        the v2-only steps: visibility change, transfer out and back in, restore and a final
+        delete. Each v1 callback then sees 7 events per model (8 with ``v2_steps``: the second
+        delete), each v2 callback 7 (12 with ``v2_steps``).
         """
         ids = []
         for _ in range(n_models):
             mid = self.upload()
             self.process(mid, activation_delay=timedelta(milliseconds=50))
             self.update(mid)
-            self.set_visibility(mid, "public")
+            if v2_steps:
+                self.set_visibility(mid, "public")
             self.request_bundle(mid, bundle_id)
             self.complete_bundle(mid, bundle_id)
-            self.transfer_out(mid)
-            self.transfer_in(model_id=mid)
-            self.delete(mid)
-            self.restore(mid)
+            if v2_steps:
+                self.transfer_out(mid)
+                self.transfer_in(model_id=mid)
+                self.delete(mid)
+                self.restore(mid)
             self.delete(mid)
             ids.append(mid)
         return ids

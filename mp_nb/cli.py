@@ -1,0 +1,227 @@
+"""The ``mp-nb`` command.
+
+::
+
+    mp-nb demo                      the whole lifecycle on the local Model API
+    mp-nb local-api [--port P]      run the local Model API until Ctrl-C
+    mp-nb receive [--port P]        run a receiver, print one line per event
+    mp-nb events --db FILE          export a store as a table, CSV or JSON
+    mp-nb callbacks list|add|patch|remove|ping|add-events|remove-events
+
+Secrets (``MATTERPORT_TOKEN_SECRET``, a receiver's or callback's ``credSecret``) come from
+the environment or a hidden prompt, never from the command line, where they would end up
+in shell history and process listings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import queue
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ._version import __version__
+from .exceptions import MpNbError
+
+CRED_SECRET_ENV = "MP_NB_CRED_SECRET"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except MpNbError as exc:
+        print(f"mp-nb: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mp-nb", description="Matterport model-event webhooks, locally.")
+    p.add_argument("--version", action="version", version=f"mp-nb {__version__}")
+    sub = p.add_subparsers(title="commands")
+
+    d = sub.add_parser("demo", help="run the whole webhook lifecycle on the local Model API")
+    d.add_argument("--models", type=_positive, default=3, help="models to simulate (default 3)")
+    d.add_argument("--db", help="event store file (default: a new temporary file)")
+    d.set_defaults(func=_demo)
+
+    la = sub.add_parser("local-api", help="run the local Model API until interrupted")
+    la.add_argument("--port", type=_port, default=8765, help="port (default 8765, 0 = any)")
+    la.add_argument("--host", default="127.0.0.1")
+    la.add_argument("--token-id", help="token id to accept (default: generated)")
+    la.add_argument("--seed", type=int, help="seed for simulated ids")
+    la.add_argument("--simulate", type=int, default=0, metavar="N",
+                    help="after start, run N model lifecycles every --every seconds")
+    la.add_argument("--every", type=float, default=10.0)
+    la.add_argument("--allow-remote-delivery", action="store_true",
+                    help="deliver to non-loopback hosts too (off by default)")
+    la.set_defaults(func=_local_api)
+
+    r = sub.add_parser("receive", help="run a receiver and print each event as it arrives")
+    r.add_argument("--port", type=_port, default=0)
+    r.add_argument("--host", default="127.0.0.1")
+    r.add_argument("--path", default="/webhook")
+    r.add_argument("--db", help="store file (default: ./mp_nb_events.sqlite3)",
+                   default="mp_nb_events.sqlite3")
+    r.add_argument("--cred-type", choices=["basic", "token"])
+    r.add_argument("--cred-key",
+                   help=f"user name or header name; the secret comes from ${CRED_SECRET_ENV} or a prompt")
+    r.add_argument("--max-body", type=_positive, default=1024 * 1024)
+    r.add_argument("--json", action="store_true", help="print each event as a JSON line")
+    r.add_argument("--count", type=int, default=0, help="exit after N events (0 = run until Ctrl-C)")
+    r.set_defaults(func=_receive)
+
+    e = sub.add_parser("events", help="print or export the events of a store file")
+    e.add_argument("--db", required=True)
+    e.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    e.add_argument("--type", action="append", help="only these event types (repeatable)")
+    e.add_argument("--model", help="only this model id")
+    e.add_argument("--rejections", action="store_true", help="the rejected requests instead")
+    e.add_argument("--output", "-o", help="write to this file instead of stdout")
+    e.set_defaults(func=_events)
+
+    from .admin_cli import add_callbacks_parser
+
+    add_callbacks_parser(sub)
+    return p
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("port must be 0-65535")
+    return value
+
+
+def read_secret(env: str, prompt: str, *, required: bool = True) -> str | None:
+    """A secret from the environment or, on a terminal, a hidden prompt."""
+    value = os.environ.get(env)
+    if value:
+        return value
+    if sys.stdin is not None and sys.stdin.isatty():
+        value = getpass.getpass(prompt)
+        if value:
+            return value
+    if required:
+        raise _usage(f"set {env} (or run on a terminal to be prompted) to give the secret")
+    return None
+
+
+def _usage(message: str) -> MpNbError:
+    from .exceptions import ConfigurationError
+
+    return ConfigurationError(message)
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.models, out=sys.stdout, db=args.db)
+
+
+def _local_api(args: argparse.Namespace) -> int:
+    from .local_api import LocalModelApi
+
+    secret = os.environ.get("MATTERPORT_TOKEN_SECRET") if args.token_id else None
+    api = LocalModelApi(port=args.port, host=args.host, token_id=args.token_id,
+                        token_secret=secret, seed=args.seed,
+                        allow_remote_delivery=args.allow_remote_delivery)
+    print(f"local Model API listening on {api.url}")
+    print("use it with:")
+    print(f"  export MATTERPORT_API_URL={api.url}")
+    print(f"  export MATTERPORT_TOKEN_ID={api.token_id}")
+    print(f"  export MATTERPORT_TOKEN_SECRET={api.token_secret}")
+    print("Ctrl-C to stop.", flush=True)
+    try:
+        while True:
+            time.sleep(args.every if args.simulate else 3600)
+            if args.simulate:
+                api.simulate.lifecycle(args.simulate)
+    finally:
+        api.stop()
+
+
+def _receive(args: argparse.Namespace) -> int:
+    from .receiver import Receiver
+
+    secret = read_secret(CRED_SECRET_ENV, "callback credSecret: ") if args.cred_type else None
+    lines: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
+    receiver = Receiver(args.path, cred_type=args.cred_type, cred_key=args.cred_key,
+                        cred_secret=secret, port=args.port, host=args.host, db=args.db,
+                        max_body=args.max_body, start=False)
+    receiver.store.on_commit(lines.put)
+    receiver.start()
+    print(f"receiving on {receiver.url}  (store {receiver.db_path})", flush=True)
+    seen = 0
+    try:
+        while not args.count or seen < args.count:
+            try:
+                ids = lines.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            for row in receiver.store.rows(ids):
+                print(json.dumps(row, default=str) if args.json else _event_line(row), flush=True)
+                seen += 1
+    finally:
+        receiver.stop()
+    return 0
+
+
+def _event_line(row: dict[str, Any]) -> str:
+    when = str(row.get("received_at", ""))[11:23]
+    flags = " ping" if row.get("ping") else ""
+    flags += f" duplicate-of={row['duplicate_of']}" if row.get("duplicate_of") else ""
+    success = "" if row.get("success") is None else f" success={bool(row['success'])}"
+    return (f"{when}  #{row['id']:<6} {row.get('type') or '(not json)':<24} "
+            f"{row.get('model_id') or '-':<12}{success}{flags}")
+
+
+def _events(args: argparse.Namespace) -> int:
+    from .store import open_store
+
+    store = open_store(args.db)
+    frame = store.rejections() if args.rejections else store.events()
+    if not args.rejections:
+        if args.type:
+            frame = frame[frame["type"].astype("string").isin(args.type)]
+        if args.model:
+            frame = frame[frame["model_id"] == args.model]
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        if args.format == "csv":
+            frame.to_csv(out, index=False)
+        elif args.format == "json":
+            frame.to_json(out, orient="records", lines=True, date_format="iso")
+        else:
+            cols = ["id", "received_at", "type", "model_id", "success"] if not args.rejections else [
+                "id", "received_at", "status", "reason"]
+            print(frame[cols].to_string(index=False) if len(frame) else "(no rows)", file=out)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
