@@ -294,6 +294,8 @@ class CallbackForm(View):
                                     additional_headers=headers, **creds)
         except ValidationError as exc:
             for field, message in validation_messages(exc):
+                if not field:  # model-level messages start with the field they are about
+                    field = message.partition(":")[0] if ":" in message else ""
                 label = self._label_for(field) or "credentials"
                 if location is None and label in ("url", "host", "port", "path"):
                     continue  # the location already has its own message
@@ -311,6 +313,8 @@ class CallbackForm(View):
         self._submitted = True
         plan = self.validate()
         if plan is None:
+            self.cred_secret.value = ""  # after any submit, the secret leaves the page
+            self.validate()
             self.last_error = "; ".join(self.errors.values())
             self.status.value = message_html("Nothing sent: fix the fields marked in red.")
             return None
@@ -391,14 +395,13 @@ class CallbackForm(View):
                 return None, {"url": str(exc)}
             return fields, {}
         port_text = self.port.value.strip()
-        port: int | None = None
-        if port_text:
-            if not port_text.isdigit():
-                return None, {"port": f"port: {port_text!r} is not a number; give 1-65535 or "
-                                      "leave it empty for the scheme's default"}
-            port = int(port_text)
+        errors = {}
+        if port_text and not port_text.isdigit():
+            errors["port"] = (f"port: {port_text!r} is not a number; give 1-65535 or leave it "
+                              "empty for the scheme's default")
+        port = int(port_text) if port_text.isdigit() else None
         return {"scheme": self.scheme.value, "host": self.host.value, "port": port,
-                "path": self.path.value}, {}
+                "path": self.path.value}, errors
 
     def _label_for(self, field: str) -> str | None:
         field = to_snake(field)

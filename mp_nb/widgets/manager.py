@@ -71,6 +71,7 @@ class CallbackManager(View):
         self.pending_removal: Callback | None = None
         self.last_ping: tuple[str, bool] | None = None
         self.last_error: str | None = None
+        self._results: dict[str, str] = {}
         self.on_edit = on_edit
         self._owns_form = form is None
         self.form = form if form is not None else CallbackForm(client)
@@ -153,8 +154,10 @@ class CallbackManager(View):
 
     def show_page(self, page: int) -> None:
         """Show another page of the table (``rows_per_page`` rows each)."""
-        self.page = min(max(0, page), self.pages - 1)
-        self._render()
+        page = min(max(0, page), self.pages - 1)
+        if page != self.page:
+            self.page = page
+            self._render()
 
     def row_for(self, callback_id: str) -> CallbackRow:
         """The row of a callback, turning to its page if needed."""
@@ -177,12 +180,12 @@ class CallbackManager(View):
         buttons = row.buttons if row is not None else ()
         for b in buttons:
             b.disabled = True
-        if row is not None:
-            row.result.value = message_html("pinging…", MUTED_STYLE)
+        self._set_result(callback_id, message_html("pinging…", MUTED_STYLE), row)
         try:
             delivered = self.client.ping_callback(callback_id)
         except ApiError as exc:
-            self._failed(f"Ping {callback_id} failed: {api_error_text(exc)}", row)
+            self._failed(f"Ping {callback_id} failed: {api_error_text(exc)}")
+            self._set_result(callback_id, message_html("error"), row)
             return None
         finally:
             for b in buttons:
@@ -195,8 +198,7 @@ class CallbackManager(View):
             text, style = "not delivered", "color:#b00020"
             line = (f"Ping {callback_id}: the endpoint did not answer 2xx (unreachable, "
                     "refused, or rejected the credentials).")
-        if row is not None:
-            row.result.value = message_html(text, style)
+        self._set_result(callback_id, message_html(text, style), row)
         self.message.value = message_html(line, style)
         return delivered
 
@@ -218,7 +220,7 @@ class CallbackManager(View):
         try:
             removed = self.client.remove_callback(cb.id)
         except ApiError as exc:
-            self._failed(f"Remove {cb.id} failed: {api_error_text(exc)}", None)
+            self._failed(f"Remove {cb.id} failed: {api_error_text(exc)}")
             removed = False
         else:
             self.last_error = None
@@ -247,11 +249,15 @@ class CallbackManager(View):
                 return cb
         raise KeyError(f"callback_id: {callback_id!r} is not in the table; press Refresh")
 
-    def _failed(self, text: str, row: CallbackRow | None) -> None:
+    def _failed(self, text: str) -> None:
         self.last_error = text
         self.message.value = message_html(text)
+
+    def _set_result(self, callback_id: str, value: str, row: CallbackRow | None) -> None:
+        """A row's last ping result; kept across redraws and pages."""
+        self._results[callback_id] = value
         if row is not None:
-            row.result.value = message_html("error")
+            row.result.value = value
 
     def _render(self) -> None:
         for row in self.rows:
@@ -275,7 +281,7 @@ class CallbackManager(View):
         edit.on_click(lambda _b: self.edit(cb.id))
         ping.on_click(lambda _b: self.ping(cb.id))
         remove.on_click(lambda _b: self.ask_remove(cb.id))
-        result = w.HTML()
+        result = w.HTML(self._results.get(cb.id, ""))
         cells: list[w.Widget] = [
             w.HTML(f"<code>{html.escape(cb.id)}</code>"),
             w.Label(str(cb.version or 1)),
