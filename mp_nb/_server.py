@@ -10,11 +10,17 @@ Shared by the receiver and the local Model API:
   printed from the server thread into whatever cell happens to be running;
 * ``stop()`` asks uvicorn to exit, joins the thread and releases the socket; ``atexit`` does
   the same for servers still running when the interpreter ends.
+
+:func:`guarded_http_protocol` builds the HTTP protocol the receiver uses: uvicorn's httptools
+protocol plus the limits httptools does not enforce itself (header size, a deadline for the
+request head, idle connections), each refusal reported to a callback so it can be recorded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import contextlib
 import ipaddress
 import logging
 import socket
@@ -22,6 +28,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
@@ -166,6 +173,185 @@ class ServerThread:
         _registry.discard(self)
         self._thread = None
         self._server = None
+
+
+@dataclass
+class ProtocolRefusal:
+    """A request refused before it reached the application (raw, unredacted headers)."""
+
+    status: int
+    reason: str
+    method: str | None
+    target: str
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    client: tuple[str, int] | None = None
+
+
+#: ``hook(refusal, answer)``: record the refusal, then call ``answer()`` (from any thread) to
+#: send the response and close the connection.
+RefusalHook = Callable[[ProtocolRefusal, Callable[[], None]], None]
+
+DEFAULT_MAX_HEAD = 16 * 1024
+DEFAULT_HEAD_TIMEOUT = 10.0
+
+
+class _HeadTooLarge(Exception):
+    """Raised inside a parser callback to stop parsing an oversized request head."""
+
+
+def guarded_http_protocol(
+    *,
+    max_head_bytes: int = DEFAULT_MAX_HEAD,
+    head_timeout: float = DEFAULT_HEAD_TIMEOUT,
+    on_refuse: RefusalHook | None = None,
+) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with the limits httptools leaves to the server.
+
+    * request target + headers over ``max_head_bytes`` → 414 (target alone) or 431;
+    * a request head not complete ``head_timeout`` seconds after its first byte → 408, so a
+      sender trickling bytes cannot hold a connection forever; a connection that sends nothing
+      at all is closed silently after the same time;
+    * bytes httptools cannot parse → 400 with the parser's own explanation.
+
+    Each refusal goes to ``on_refuse`` before it is answered, and the connection is closed.
+    Pass the result as ``ServerThread(..., http=...)``.
+    """
+    import httptools
+    from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+    class GuardedHttpProtocol(HttpToolsProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._head_bytes = 0
+            self._head_timer: asyncio.TimerHandle | None = None
+            self._overflow: tuple[int, str] | None = None
+            self._refusing = False
+            self._message_started = False
+
+        # -- connection lifetime
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self._refusing:
+                return
+            self._unset_keepalive_if_required()
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserUpgrade:
+                if self._should_upgrade():
+                    self.handle_websocket_upgrade()
+                else:
+                    self._unsupported_upgrade_warning()
+            except httptools.HttpParserError as exc:
+                if self._overflow is not None:
+                    self._refuse(*self._overflow)
+                else:
+                    detail = str(exc) or type(exc).__name__
+                    self._refuse(400, f"malformed HTTP request: {detail}")
+
+        # -- parser callbacks
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._head_bytes = 0
+            self._message_started = True
+            self._arm()
+
+        def on_url(self, url: bytes) -> None:
+            self._count(len(url), target=True)
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count(len(name) + len(value) + 4, target=False)
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            self._message_started = False
+            super().on_headers_complete()
+
+        # -- limits
+        def _count(self, n: int, *, target: bool) -> None:
+            self._head_bytes += n
+            if self._head_bytes > max_head_bytes:
+                if target:
+                    reason = f"request target over the {max_head_bytes}-byte limit"
+                    self._overflow = (414, reason)
+                else:
+                    reason = f"request headers over the {max_head_bytes}-byte limit"
+                    self._overflow = (431, reason)
+                raise _HeadTooLarge
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._head_timer = self.loop.call_later(head_timeout, self._head_timed_out)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            if self.transport.is_closing():
+                return
+            if not self._message_started:
+                self.transport.close()  # connected, sent nothing: nothing to record
+                return
+            self._refuse(408, f"request head not complete within {head_timeout:g} s")
+
+        # -- refusing
+        def _refuse(self, status: int, reason: str) -> None:
+            if self._refusing:
+                return
+            self._refusing = True
+            self._disarm()
+            self.transport.pause_reading()
+            method = None
+            with contextlib.suppress(Exception):
+                method = self.parser.get_method().decode("ascii", "replace")
+            headers = self.headers or []
+            refusal = ProtocolRefusal(
+                status=status, reason=reason, method=method,
+                target=(getattr(self, "url", b"") or b"")[:2048].decode("latin-1"),
+                headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers],
+                client=self.client,
+            )
+            loop = self.loop
+
+            def answer() -> None:
+                if self.transport.is_closing():
+                    return
+                if self.cycle is None or self.cycle.response_complete:
+                    body = reason.encode("utf-8")
+                    self.transport.write(b"".join([
+                        STATUS_LINE[status],
+                        b"content-type: text/plain; charset=utf-8\r\n",
+                        b"content-length: %d\r\n" % len(body),
+                        b"connection: close\r\n\r\n",
+                        body,
+                    ]))
+                self.transport.close()
+
+            def answer_soon() -> None:
+                with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                    loop.call_soon_threadsafe(answer)
+
+            if on_refuse is None:
+                answer()
+                return
+            try:
+                on_refuse(refusal, answer_soon)
+            except Exception:
+                log.exception("recording a refused request failed")
+                answer()
+
+    return GuardedHttpProtocol
 
 
 def _stop_previous(host: str, port: int) -> None:

@@ -1,18 +1,33 @@
 """EventStore: every delivery, durably, in one SQLite file; history back as DataFrames.
 
-Writes go through one writer thread that batches whatever is queued into a single
-transaction (group commit) and only then signals each waiting request, so the receiver can
-acknowledge an event the moment it is on disk. WAL mode; ``synchronous=NORMAL`` survives a
-killed process, ``FULL`` also survives power loss.
+Writing
+    One writer thread takes whatever is queued and commits it as a single transaction (group
+    commit), then tells each waiting request, so the receiver acknowledges an event only once
+    it is on disk. WAL mode; ``synchronous="NORMAL"`` (default) survives a killed process,
+    ``"FULL"`` also a power cut. Rows are computed by the caller (the server thread), so a
+    hostile payload fails its own request, never the batch; if a batch still fails, its items
+    are retried one by one. The writer also flags duplicates (same body bytes as an earlier
+    event: ``duplicate_of`` = the first copy's id), out-of-order arrivals (an event whose
+    ``event_time`` is earlier than that of an event of the same model received before it) and
+    applies the retention limits (``max_age``, ``max_rows``), oldest rows first.
 
 Kept per accepted event: the raw body bytes exactly as received, headers with credentials
 redacted, receive time, remote address, how it was authenticated, the flattened event
-fields (see :func:`mp_nb.events.event_fields`) and a body digest used to flag duplicates.
-Rejected requests go to their own table with the reason and the first bytes of the body.
+fields (see :func:`mp_nb.events.event_fields`) and a body digest. Rejected requests go to
+their own table with the reason and the first bytes of the body.
+
+Reading
+    ``events()`` keeps the columns of everything read so far in memory and only fetches rows
+    it has not seen (incremental refresh); columns are built from whole arrays (Arrow strings,
+    NumPy numbers, categoricals with an append-only category list), never row by row in
+    pandas. Frames handed out share memory with the cache under pandas copy-on-write, so
+    modifying one never changes the store's view. ``models()`` and ``timeline()`` summarise
+    per model; ``export()`` writes Parquet, CSV or JSON lines.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import json
 import logging
@@ -21,7 +36,8 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .events import event_fields
+from .events import ModelEvent, event_fields, parse_event
 from .exceptions import ConfigurationError, ReceiverError
 
 log = logging.getLogger(__name__)
@@ -60,7 +76,8 @@ CREATE TABLE IF NOT EXISTS events (
     ping INTEGER NOT NULL DEFAULT 0,
     data TEXT,
     digest BLOB NOT NULL,
-    duplicate_of INTEGER
+    duplicate_of INTEGER,
+    out_of_order INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS events_digest ON events(digest);
 CREATE TABLE IF NOT EXISTS rejections (
@@ -76,24 +93,58 @@ CREATE TABLE IF NOT EXISTS rejections (
     body_head BLOB,
     body_size INTEGER
 );
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+#: Created after the migration, which may add the columns they cover.
+INDEXES = "CREATE INDEX IF NOT EXISTS events_model ON events(model_id, event_time);"
 
-EVENT_COLUMNS = (
-    "received_at remote path query headers content_type body auth parsed type webhook_version "
-    "model_id event_time actor bundle_id success status webhook_id model_version internal_id "
-    "ping data digest duplicate_of"
-).split()
-REJECTION_COLUMNS = (
-    "received_at remote method path query headers status reason body_head body_size"
-).split()
+#: Columns the caller computes (``_event_row``); the writer appends the last three.
+EVENT_COLUMNS = [
+    "received_at", "remote", "path", "query", "headers", "content_type", "body", "auth",
+    "parsed", "type", "webhook_version", "model_id", "event_time", "actor", "bundle_id",
+    "success", "status", "webhook_id", "model_version", "internal_id", "ping", "data", "digest",
+    "duplicate_of", "out_of_order",
+]  # fmt: skip
+REJECTION_COLUMNS = [
+    "received_at", "remote", "method", "path", "query", "headers", "status", "reason",
+    "body_head", "body_size",
+]  # fmt: skip
 BODY_HEAD_BYTES = 256
+_NAT = np.iinfo(np.int64).min
 
-#: Column order and dtypes of ``events()``.
+#: Column order of ``events()``.
 EVENT_FRAME_COLUMNS = [
     "id", "received_at", "event_time", "type", "webhook_version", "model_id", "actor",
     "bundle_id", "success", "status", "webhook_id", "model_version", "internal_id", "ping",
-    "duplicate", "duplicate_of", "auth", "remote", "data", "payload",
+    "duplicate", "duplicate_of", "out_of_order", "auth", "remote", "data", "payload",
 ]  # fmt: skip
+
+#: Column kinds: how each is fetched from SQLite and turned into a pandas array.
+_FRAME_SOURCES: list[tuple[str, str, str]] = [
+    # (frame column, SQL expression, kind)
+    ("id", "id", "int"),
+    ("received_at", "received_at", "time"),
+    ("event_time", f"COALESCE(event_time, {np.iinfo(np.int64).min})", "time"),
+    ("type", "type", "category"),
+    ("webhook_version", "webhook_version", "Int8"),
+    ("model_id", "model_id", "string"),
+    ("actor", "actor", "string"),
+    ("bundle_id", "bundle_id", "string"),
+    ("success", "success", "boolean"),
+    ("status", "status", "string"),
+    ("webhook_id", "webhook_id", "string"),
+    ("model_version", "model_version", "Int64"),
+    ("internal_id", "internal_id", "string"),
+    ("ping", "ping", "bool"),
+    ("duplicate_of", "duplicate_of", "Int64"),
+    ("out_of_order", "out_of_order", "bool"),
+    ("auth", "auth", "category"),
+    ("remote", "remote", "string"),
+    ("data", "data", "string"),
+    ("payload", "body", "text"),
+]
+_PING_POS = [name for name, _, _ in _FRAME_SOURCES].index("ping")
+_SELECT_FRAME = "SELECT " + ", ".join(expr for _, expr, _ in _FRAME_SOURCES) + " FROM events"
 
 
 @dataclass
@@ -127,31 +178,88 @@ class Rejection:
     received_at: int = field(default_factory=time.time_ns)
 
 
+@dataclass(frozen=True)
+class StoredEvent:
+    """One stored event with its exact body: what handlers receive and replay sends."""
+
+    id: int
+    received_at: pd.Timestamp
+    event_time: pd.Timestamp | None
+    type: str | None
+    model_id: str | None
+    success: bool | None
+    ping: bool
+    duplicate_of: int | None
+    out_of_order: bool
+    auth: str
+    content_type: str | None
+    headers: dict[str, str]
+    body: bytes = field(repr=False)
+
+    @property
+    def duplicate(self) -> bool:
+        return self.duplicate_of is not None
+
+    @property
+    def payload(self) -> dict[str, Any] | None:
+        """The body as a JSON object, or None for a raw (non-JSON) delivery."""
+        try:
+            value = json.loads(self.body)
+        except (ValueError, RecursionError):
+            return None
+        return value if isinstance(value, dict) else None
+
+    @property
+    def event(self) -> ModelEvent | None:
+        """The typed pydantic model of the payload (see :func:`mp_nb.parse_event`)."""
+        payload = self.payload
+        return parse_event(payload) if payload is not None else None
+
+
+def _text(value: Any) -> str | None:
+    """A string SQLite can store: unpaired surrogates (legal JSON escapes) become ``\\udXXX``."""
+    if value is None:
+        return None
+    s = value if isinstance(value, str) else str(value)
+    if s.isascii():
+        return s
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return s.encode("utf-8", "backslashreplace").decode("utf-8")
+    return s
+
+
 def _event_row(d: Delivery) -> tuple[Any, ...]:
+    """The stored columns of one delivery except the writer's three (duplicate, order)."""
     fields = event_fields(d.payload) if d.payload is not None else {}
     event_time = fields.get("event_time")
     success = fields.get("success")
+    version = fields.get("webhook_version")
+    model_version = fields.get("model_version")
+    if isinstance(model_version, int) and not -(2**63) <= model_version < 2**63:
+        model_version = None
     return (
         d.received_at,
-        d.remote,
-        d.path,
-        d.query,
+        _text(d.remote),
+        _text(d.path),
+        _text(d.query),
         json.dumps(d.headers, sort_keys=True),
-        d.content_type,
-        d.body,
+        _text(d.content_type),
+        bytes(d.body),
         d.auth,
         1 if d.payload is not None else 0,
-        fields.get("type"),
-        fields.get("webhook_version"),
-        fields.get("model_id"),
+        _text(fields.get("type")),
+        version,
+        _text(fields.get("model_id")),
         _dt_ns(event_time) if event_time is not None else None,
-        fields.get("actor"),
-        fields.get("bundle_id"),
+        _text(fields.get("actor")),
+        _text(fields.get("bundle_id")),
         None if success is None else int(success),
-        fields.get("status"),
-        fields.get("webhook_id"),
-        fields.get("model_version"),
-        fields.get("internal_id"),
+        _text(fields.get("status")),
+        _text(fields.get("webhook_id")),
+        model_version,
+        _text(fields.get("internal_id")),
         int(bool(fields.get("ping"))),
         fields.get("data"),
         hashlib.sha256(d.body).digest(),
@@ -168,26 +276,259 @@ def _dt_ns(dt: Any) -> int | None:
 def _rejection_row(r: Rejection) -> tuple[Any, ...]:
     return (
         r.received_at,
-        r.remote,
-        r.method,
-        r.path,
-        r.query,
+        _text(r.remote),
+        _text(r.method),
+        _text(r.path),
+        _text(r.query),
         json.dumps(r.headers, sort_keys=True),
         r.status,
-        r.reason,
-        r.body_head[:BODY_HEAD_BYTES],
+        _text(r.reason),
+        bytes(r.body_head[:BODY_HEAD_BYTES]),
         r.body_size,
     )
 
 
 Done = Callable[[int | None, BaseException | None], None]
+_Item = tuple[str, Any, "Done | None"]
+
+
+# ---------------------------------------------------------------------- the frame cache
+
+
+class _Chunks:
+    """One column of the cache as a list of arrays, merged so there are O(log n) of them."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self) -> None:
+        self.parts: list[Any] = []
+
+    def append(self, part: Any) -> None:
+        self.parts.append(part)
+        while len(self.parts) >= 2 and len(self.parts[-2]) <= 2 * len(self.parts[-1]):
+            right = self.parts.pop()
+            self.parts[-1] = _concat([self.parts[-1], right])
+
+    def whole(self) -> Any:
+        if len(self.parts) > 1 and isinstance(self.parts[0], np.ndarray):
+            self.parts = [_concat(self.parts)]  # NumPy columns must be contiguous anyway
+        return _concat(self.parts)
+
+    def drop_first(self, n: int) -> None:
+        """Forget the first ``n`` rows (retention removed them)."""
+        kept: list[Any] = []
+        for part in self.parts:
+            if n >= len(part):
+                n -= len(part)
+                continue
+            kept.append(part[n:] if n else part)
+            n = 0
+        self.parts = kept
+
+
+def _concat(parts: Sequence[Any]) -> Any:
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    return type(parts[0])._concat_same_type(list(parts))
+
+
+class _FrameCache:
+    """The columns of every event read so far; refreshed with only the rows after ``last_id``."""
+
+    def __init__(self) -> None:
+        self.columns = {name: _Chunks() for name, _, _ in _FRAME_SOURCES}
+        self.categories: dict[str, list[Any]] = {}
+        self.category_index: dict[str, dict[Any, int]] = {}
+        self.ids: list[np.ndarray] = []
+        self.rows = 0
+        self.first_id = 0
+        self.last_id = 0
+        self.pings = 0
+        self.frame: pd.DataFrame | None = None
+
+    def add(self, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        columns = list(zip(*rows, strict=True))
+        for (name, _, kind), values in zip(_FRAME_SOURCES, columns, strict=True):
+            self.columns[name].append(self._convert(name, kind, values))
+        ids = columns[0]
+        if not self.rows:
+            self.first_id = int(ids[0])
+        self.last_id = int(ids[-1])
+        self.rows += len(rows)
+        self.pings += int(sum(columns[_PING_POS]))
+        self.frame = None
+
+    def drop_before(self, min_id: int) -> None:
+        """Forget cached rows whose id is below ``min_id`` (deleted by retention)."""
+        if not self.rows or min_id <= self.first_id:
+            return
+        ids = self.columns["id"].whole()
+        n = int(np.searchsorted(ids, min_id))
+        pings = self.columns["ping"].whole()[:n].sum()
+        for chunks in self.columns.values():
+            chunks.drop_first(n)
+        self.rows -= n
+        self.pings -= int(pings)
+        self.first_id = min_id if self.rows else 0
+        self.frame = None
+
+    def _convert(self, name: str, kind: str, values: tuple[Any, ...]) -> Any:
+        if kind in ("int", "time"):
+            return np.array(values, dtype=np.int64)
+        if kind == "bool":
+            return np.array(values, dtype=bool)
+        if kind in ("Int8", "Int64", "boolean"):
+            return _masked(values, kind)
+        if kind == "string":
+            return _strings(values)
+        if kind == "text":
+            return _decode_bodies(values)
+        if kind == "category":
+            return self._codes(name, values)
+        raise AssertionError(kind)
+
+    def _codes(self, name: str, values: tuple[Any, ...]) -> np.ndarray:
+        local, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
+        cats = self.categories.setdefault(name, [])
+        index = self.category_index.setdefault(name, {})
+        mapping = np.empty(len(uniques) + 1, dtype=np.int32)
+        mapping[-1] = -1  # factorize's NA code (-1) indexes the last slot
+        for i, value in enumerate(uniques):
+            code = index.get(value)
+            if code is None:
+                code = index[value] = len(cats)
+                cats.append(value)
+            mapping[i] = code
+        return mapping[local]
+
+    def full_frame(self) -> pd.DataFrame:
+        """All cached rows (pings included); built once per refresh, then shared."""
+        if self.frame is not None:
+            return self.frame
+        data: dict[str, Any] = {}
+        for name, _, kind in _FRAME_SOURCES:
+            whole = self.columns[name].whole() if self.rows else _empty(kind)
+            if kind == "time":
+                whole = _ns_to_utc(whole)
+            elif kind == "category":
+                cats = pd.Index(self.categories.get(name, []), dtype=pd.StringDtype())
+                whole = pd.Categorical.from_codes(whole, categories=cats, validate=False)
+            data[name] = whole
+        data["duplicate"] = ~data["duplicate_of"].isna()
+        frame = pd.DataFrame(data, copy=False)
+        self.frame = frame[EVENT_FRAME_COLUMNS]
+        return self.frame
+
+
+def _empty(kind: str) -> Any:
+    if kind in ("int", "time"):
+        return np.empty(0, dtype=np.int64)
+    if kind == "bool":
+        return np.empty(0, dtype=bool)
+    if kind == "category":
+        return np.empty(0, dtype=np.int32)
+    return pd.array([], dtype=pd.StringDtype() if kind in ("string", "text") else kind)
+
+
+def _arrow() -> Any:
+    """pyarrow when pandas keeps its strings in Arrow (the fast path), else None."""
+    if pd.StringDtype().storage != "pyarrow":
+        return None
+    import pyarrow
+
+    return pyarrow
+
+
+def _strings(values: Sequence[Any]) -> Any:
+    pa = _arrow()
+    if pa is None:
+        return pd.array(values, dtype=pd.StringDtype())
+    return pd.array(pa.array(values, type=pa.string()), dtype=pd.StringDtype())
+
+
+_MASKED = {"Int8": (np.int8, pd.arrays.IntegerArray), "Int64": (np.int64, pd.arrays.IntegerArray),
+           "boolean": (np.bool_, pd.arrays.BooleanArray)}  # fmt: skip
+
+
+def _masked(values: Sequence[Any], kind: str) -> Any:
+    """Integers or booleans with gaps (SQL NULL) as a pandas masked array, built in C."""
+    pa = _arrow()
+    if pa is None:
+        return pd.array(values, dtype=kind)
+    numpy_type, array_type = _MASKED[kind]
+    arrow = pa.array(values, type=pa.int64())  # SQLite keeps booleans as 0/1
+    mask = arrow.is_null().to_numpy(zero_copy_only=False)
+    data = arrow.fill_null(0).to_numpy(zero_copy_only=False)
+    return array_type(data.astype(numpy_type, copy=False), mask)
+
+
+def _decode_bodies(values: Sequence[Any]) -> Any:
+    """Body bytes as a string column (invalid UTF-8 replaced by U+FFFD), without a Python loop
+    when pyarrow is there and every body is valid UTF-8."""
+    dtype = pd.StringDtype()
+    pa = _arrow()
+    if pa is not None:
+        try:
+            strings = pa.array(values, type=pa.binary()).cast(pa.string())
+            return pd.array(strings, dtype=dtype)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass
+    return pd.array([bytes(v).decode("utf-8", "replace") for v in values], dtype=dtype)
+
+
+def _ns_to_utc(values: Any) -> Any:
+    arr = np.asarray(values, dtype=np.int64).view("datetime64[ns]")
+    return pd.DatetimeIndex(arr, copy=False).tz_localize("UTC").array
+
+
+def _utc_ns(value: Any, name: str) -> int:
+    """``since``/``until`` as ns since the epoch: datetime, Timestamp, ISO text or a timedelta
+    back from now; naive values are taken as UTC."""
+    if isinstance(value, (_dt.timedelta, pd.Timedelta)):
+        return time.time_ns() - int(pd.Timedelta(value).value)
+    try:
+        ts = pd.Timestamp(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"{name}: {value!r} is not a time; give a datetime, an ISO string or a timedelta"
+        ) from exc
+    if ts is pd.NaT:
+        raise ConfigurationError(f"{name}: NaT is not a time")
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return int(ts.value)
+
+
+# ---------------------------------------------------------------------- the store
+
+
+#: Most items one transaction takes from the queue.
+MAX_BATCH = 4096
+#: Seconds between two retention passes of the writer.
+RETENTION_EVERY = 1.0
 
 
 class EventStore:
-    """A SQLite file of deliveries. Open it with a receiver running, or on its own later."""
+    """A SQLite file of deliveries. Open it with a receiver running, or on its own later.
 
-    def __init__(self, path: str | os.PathLike[str], *, synchronous: str = "NORMAL") -> None:
-        sync = synchronous.upper()
+    ``max_age`` (seconds or a timedelta) and ``max_rows`` bound the history: the writer
+    deletes the oldest events and rejections beyond them, about once a second, never the
+    newest event. ``synchronous`` is SQLite's durability level: ``"NORMAL"`` (an acknowledged
+    event survives a killed process) or ``"FULL"`` (it also survives a power cut).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "NORMAL",
+        max_age: float | _dt.timedelta | None = None,
+        max_rows: int | None = None,
+    ) -> None:
+        sync = str(synchronous).upper()
         if sync not in ("NORMAL", "FULL", "EXTRA", "OFF"):
             raise ConfigurationError(
                 f"synchronous: {synchronous!r} is not a SQLite level; use 'NORMAL' or 'FULL'"
@@ -195,25 +536,38 @@ class EventStore:
         self.path = Path(path).expanduser().resolve()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.synchronous = sync
-        try:
-            conn = self._connect()
-            conn.executescript(SCHEMA)
-            conn.close()
-        except sqlite3.DatabaseError as exc:
-            raise ReceiverError(f"{self.path} is not a usable mp_nb store: {exc}") from exc
-        self._queue: queue.SimpleQueue[tuple[str, Any, Done | None] | None] = queue.SimpleQueue()
+        self.max_age: float | None = None
+        self.max_rows: int | None = None
+        self.set_retention(max_age=max_age, max_rows=max_rows)
+        self.store_id = self._initialise()
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
         self._committed = threading.Condition()
         self._generation = 0
         self._reader_local = threading.local()
-        self._cache: pd.DataFrame | None = None
-        self._cache_last_id = 0
+        self._cache = _FrameCache()
         self._cache_lock = threading.Lock()
         self._listeners: list[Callable[[list[int]], None]] = []
+        self._model_max: dict[str, int] = {}
+        self._retention_due = 0.0
 
     def __repr__(self) -> str:
         return f"EventStore({str(self.path)!r})"
+
+    def set_retention(
+        self, *, max_age: float | _dt.timedelta | None = None, max_rows: int | None = None
+    ) -> None:
+        """Bound the history (None = keep everything); applied by the writer from now on."""
+        if isinstance(max_age, _dt.timedelta):
+            max_age = max_age.total_seconds()
+        if max_age is not None and not max_age > 0:
+            raise ConfigurationError("max_age: must be a positive number of seconds or a timedelta")
+        if max_rows is not None and (isinstance(max_rows, bool) or int(max_rows) < 1):
+            raise ConfigurationError("max_rows: must be at least 1 (or None to keep every row)")
+        self.max_age = float(max_age) if max_age is not None else None
+        self.max_rows = int(max_rows) if max_rows is not None else None
+        self._retention_due = 0.0
 
     # ------------------------------------------------------------------ connections
 
@@ -223,6 +577,25 @@ class EventStore:
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA busy_timeout=30000")
         return conn
+
+    def _initialise(self) -> str:
+        """Create or upgrade the schema; returns the store's id (stable for this file)."""
+        try:
+            conn = self._connect()
+        except sqlite3.DatabaseError as exc:
+            raise ReceiverError(f"{self.path} is not a usable mp_nb store: {exc}") from exc
+        try:
+            conn.executescript(SCHEMA)
+            _migrate(conn)
+            conn.executescript(INDEXES)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta(key, value) VALUES ('store_id', ?)", (uuid.uuid4().hex,)
+            )
+            return str(conn.execute("SELECT value FROM meta WHERE key='store_id'").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            raise ReceiverError(f"{self.path} is not a usable mp_nb store: {exc}") from exc
+        finally:
+            conn.close()
 
     def _reader(self) -> sqlite3.Connection:
         conn = getattr(self._reader_local, "conn", None)
@@ -234,20 +607,27 @@ class EventStore:
     # ------------------------------------------------------------------ writing
 
     def submit_event(self, delivery: Delivery, done: Done | None = None) -> None:
-        """Queue an accepted delivery; ``done(id, error)`` runs after its commit."""
+        """Queue an accepted delivery; ``done(id, error)`` runs after its commit.
+
+        The row is computed here, on the caller's thread, so a payload that cannot be stored
+        raises to its own caller instead of failing the writer's batch.
+        """
+        row = _event_row(delivery)
         self._ensure_writer()
-        self._queue.put(("event", delivery, done))
+        self._queue.put(("event", row, done))
 
     def submit_rejection(self, rejection: Rejection, done: Done | None = None) -> None:
         """Queue a rejected request; ``done(id, error)`` runs after its commit."""
+        row = _rejection_row(rejection)
         self._ensure_writer()
-        self._queue.put(("rejection", rejection, done))
+        self._queue.put(("rejection", row, done))
 
     def add_event(self, delivery: Delivery, timeout: float = 30.0) -> int:
         """Store one delivery and wait for its commit; returns its id."""
         return self._wait(self.submit_event, delivery, timeout)
 
     def add_rejection(self, rejection: Rejection, timeout: float = 30.0) -> int:
+        """Store one rejection and wait for its commit; returns its id."""
         return self._wait(self.submit_rejection, rejection, timeout)
 
     def _wait(self, submit: Callable[[Any, Done], None], item: Any, timeout: float) -> int:
@@ -266,8 +646,16 @@ class EventStore:
         return int(box["id"])
 
     def on_commit(self, listener: Callable[[list[int]], None]) -> None:
-        """Call ``listener(new_event_ids)`` on the writer thread after each commit."""
+        """Call ``listener(new_event_ids)`` on the writer thread after each commit.
+
+        Keep it quick (hand the ids to another thread): the next batch waits for it.
+        """
         self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[list[int]], None]) -> None:
+        """Undo :meth:`on_commit`."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     def _ensure_writer(self) -> None:
         if self._writer is not None and self._writer.is_alive():
@@ -281,81 +669,126 @@ class EventStore:
 
     def _write_loop(self) -> None:
         conn = self._connect()
-        insert_event = (
-            f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
-            f"VALUES ({', '.join('?' * len(EVENT_COLUMNS))})"
-        )
-        insert_rejection = (
-            f"INSERT INTO rejections ({', '.join(REJECTION_COLUMNS)}) "
-            f"VALUES ({', '.join('?' * len(REJECTION_COLUMNS))})"
-        )
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            batch = []
-            if first is None:
-                stop = True
-            else:
-                batch.append(first)
-            while len(batch) < 2000:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
+        try:
+            stop = False
+            while not stop:
+                first = self._queue.get()
+                batch: list[_Item] = []
+                if first is None:
                     stop = True
-                    break
-                batch.append(item)
-            if not batch:
-                continue
-            results: list[tuple[Done | None, int | None, BaseException | None]] = []
-            new_ids: list[int] = []
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                seen: dict[bytes, int] = {}
-                for kind, item, done in batch:
-                    if kind == "event":
-                        row = _event_row(item)
-                        digest = row[-1]
-                        dup = seen.get(digest)
-                        if dup is None:
-                            hit = conn.execute(
-                                "SELECT id FROM events WHERE digest=? ORDER BY id LIMIT 1", (digest,)
-                            ).fetchone()
-                            dup = hit[0] if hit else None
-                        cur = conn.execute(insert_event, (*row, dup))
-                        row_id = int(cur.lastrowid or 0)
-                        seen.setdefault(digest, dup if dup is not None else row_id)
-                        new_ids.append(row_id)
+                else:
+                    batch.append(first)
+                while not stop and len(batch) < MAX_BATCH:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is None:
+                        stop = True
                     else:
-                        cur = conn.execute(insert_rejection, _rejection_row(item))
-                        row_id = int(cur.lastrowid or 0)
-                    results.append((done, row_id, None))
-                conn.execute("COMMIT")
-            except BaseException as exc:  # the whole batch failed: tell every waiter
-                log.exception("store write failed")
+                        batch.append(item)
+                if batch:
+                    self._commit(conn, batch)
+                if self.max_age is not None or self.max_rows is not None:
+                    self._retain(conn)
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
+        """Insert ``batch`` in one transaction, then acknowledge each item and notify."""
+        results: list[tuple[Done | None, int | None, BaseException | None]] = []
+        new_ids: list[int] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for kind, row, done in batch:
+                if kind == "event":
+                    row_id = self._insert_event(conn, row)
+                    new_ids.append(row_id)
+                else:
+                    row_id = _insert(conn, "rejections", REJECTION_COLUMNS, row)
+                results.append((done, row_id, None))
+            conn.execute("COMMIT")
+        except Exception as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            self._model_max.clear()  # it may hold values of rolled-back rows
+            if len(batch) > 1:  # find the culprit: every other item still gets stored
+                for item in batch:
+                    self._commit(conn, [item])
+                return
+            log.warning("store write failed: %s", exc)
+            results = [(batch[0][2], None, exc)]
+            new_ids = []
+        for done, row_id, error in results:
+            if done is not None:
                 try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                results = [(done, None, exc) for _kind, _item, done in batch]
-                new_ids = []
-            for done, row_id, error in results:
-                if done is not None:
-                    try:
-                        done(row_id, error)
-                    except Exception:
-                        log.exception("commit callback failed")
-            with self._committed:
-                self._generation += 1
-                self._committed.notify_all()
-            if new_ids:
-                for listener in list(self._listeners):
-                    try:
-                        listener(new_ids)
-                    except Exception:
-                        log.exception("commit listener failed")
-        conn.close()
+                    done(row_id, error)
+                except Exception:
+                    log.exception("commit callback failed")
+        with self._committed:
+            self._generation += 1
+            self._committed.notify_all()
+        if new_ids:
+            for listener in list(self._listeners):
+                try:
+                    listener(new_ids)
+                except Exception:
+                    log.exception("commit listener failed")
+
+    def _insert_event(self, conn: sqlite3.Connection, row: tuple[Any, ...]) -> int:
+        digest = row[-1]
+        hit = conn.execute(
+            "SELECT id FROM events WHERE digest=? ORDER BY id LIMIT 1", (digest,)
+        ).fetchone()
+        duplicate_of = hit[0] if hit else None
+        model_id, event_time = row[11], row[12]
+        late = 0
+        if model_id is not None and event_time is not None:
+            latest = self._model_max.get(model_id, _NAT)
+            if latest == _NAT and model_id not in self._model_max:
+                got = conn.execute(
+                    "SELECT MAX(event_time) FROM events WHERE model_id=?", (model_id,)
+                ).fetchone()[0]
+                latest = _NAT if got is None else int(got)
+            late = int(event_time < latest)
+            if len(self._model_max) > 100_000:  # bounded; reloaded from the index on demand
+                self._model_max.clear()
+            self._model_max[model_id] = max(latest, event_time)
+        return _insert(conn, "events", EVENT_COLUMNS, (*row, duplicate_of, late))
+
+    def _retain(self, conn: sqlite3.Connection) -> None:
+        """Delete the oldest rows beyond ``max_age``/``max_rows`` (at most once a second).
+
+        Ids only grow and only the oldest rows are ever deleted, so the rows of a table are
+        one contiguous id range: the cut is an id, found without scanning the table.
+        """
+        now = time.monotonic()
+        if now < self._retention_due:
+            return
+        self._retention_due = now + RETENTION_EVERY
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for table in ("events", "rejections"):
+                top = conn.execute(f"SELECT MAX(id) FROM {table}").fetchone()[0]
+                if top is None:
+                    continue
+                cut = 0
+                if self.max_rows is not None:
+                    cut = max(cut, top - self.max_rows)
+                if self.max_age is not None:
+                    cut = max(cut, _age_cut(conn, table, time.time_ns() - int(self.max_age * 1e9)))
+                cut = min(cut, top - 1)  # never the newest row: ids must not be reused
+                if cut > 0:
+                    conn.execute(f"DELETE FROM {table} WHERE id <= ?", (cut,))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            log.warning("retention pass failed: %s", exc)
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
 
     def wait_for_commit(self, generation: int, timeout: float | None) -> int:
         """Block until a commit newer than ``generation`` happens; returns the new generation."""
@@ -368,31 +801,53 @@ class EventStore:
         return self._generation
 
     def close(self, timeout: float = 10.0) -> None:
-        """Finish pending writes and stop the writer thread."""
+        """Finish pending writes and stop the writer thread. Reading still works."""
         writer = self._writer
         if writer is not None and writer.is_alive():
             self._queue.put(None)
             writer.join(timeout)
         self._writer = None
 
-    # ------------------------------------------------------------------ reading
+    # ------------------------------------------------------------------ counting
 
-    def count(self, types: Iterable[str] | None = None, include_pings: bool = False) -> int:
-        sql = "SELECT COUNT(*) FROM events WHERE 1=1"
-        args: list[Any] = []
+    def max_id(self) -> int:
+        """The newest event's id (0 when empty)."""
+        got = self._reader().execute("SELECT MAX(id) FROM events").fetchone()[0]
+        return int(got or 0)
+
+    def count(
+        self,
+        types: Iterable[str] | None = None,
+        include_pings: bool = False,
+        *,
+        after_id: int = 0,
+        up_to_id: int | None = None,
+    ) -> int:
+        """How many events (of ``types``) are stored, optionally only in an id range."""
+        sql = "SELECT COUNT(*) FROM events WHERE id > ?"
+        args: list[Any] = [after_id]
+        if up_to_id is not None:
+            sql += " AND id <= ?"
+            args.append(up_to_id)
         if not include_pings:
             sql += " AND ping=0"
         if types is not None:
-            wanted = list(types)
+            wanted = [types] if isinstance(types, str) else list(types)
             sql += f" AND type IN ({','.join('?' * len(wanted))})"
             args += wanted
         return int(self._reader().execute(sql, args).fetchone()[0])
 
     def type_counts(self, include_pings: bool = False) -> dict[str, int]:
+        """Events per type (``(not json)`` for raw bodies)."""
         sql = "SELECT COALESCE(type, '(not json)'), COUNT(*) FROM events"
         if not include_pings:
             sql += " WHERE ping=0"
         return dict(self._reader().execute(sql + " GROUP BY 1 ORDER BY 1").fetchall())
+
+    def rejection_count(self) -> int:
+        return int(self._reader().execute("SELECT COUNT(*) FROM rejections").fetchone()[0])
+
+    # ------------------------------------------------------------------ single events
 
     def raw_body(self, event_id: int) -> bytes:
         """The exact bytes of one stored event."""
@@ -401,83 +856,109 @@ class EventStore:
             raise KeyError(f"no event with id {event_id} in {self.path}")
         return bytes(row[0])
 
+    def get(self, ids: Iterable[int]) -> list[StoredEvent]:
+        """Some events with their exact bodies, in id order (missing ids are skipped)."""
+        wanted = [int(i) for i in ids]
+        out: list[StoredEvent] = []
+        for start in range(0, len(wanted), 500):
+            part = wanted[start : start + 500]
+            cur = self._reader().execute(
+                "SELECT id, received_at, event_time, type, model_id, success, ping, duplicate_of, "
+                "out_of_order, auth, content_type, headers, body FROM events "
+                f"WHERE id IN ({','.join('?' * len(part))}) ORDER BY id",
+                part,
+            )
+            for r in cur.fetchall():
+                out.append(StoredEvent(
+                    id=r[0], received_at=pd.Timestamp(r[1], unit="ns", tz="UTC"),
+                    event_time=None if r[2] is None else pd.Timestamp(r[2], unit="ns", tz="UTC"),
+                    type=r[3], model_id=r[4], success=None if r[5] is None else bool(r[5]),
+                    ping=bool(r[6]), duplicate_of=r[7], out_of_order=bool(r[8]), auth=r[9],
+                    content_type=r[10], headers=json.loads(r[11]), body=bytes(r[12]),
+                ))  # fmt: skip
+        return out
+
+    def event(self, event_id: int) -> StoredEvent:
+        """One event with its exact body; KeyError if there is none with that id."""
+        got = self.get([event_id])
+        if not got:
+            raise KeyError(f"no event with id {event_id} in {self.path}")
+        return got[0]
+
     def rows(self, ids: Iterable[int]) -> list[dict[str, Any]]:
         """Some events as plain dicts (no body), for line-by-line printing."""
-        wanted = list(ids)
-        if not wanted:
-            return []
-        cur = self._reader().execute(
-            "SELECT id, received_at, type, model_id, success, ping, duplicate_of, auth "
-            f"FROM events WHERE id IN ({','.join('?' * len(wanted))}) ORDER BY id",
-            wanted,
-        )
-        names = [c[0] for c in cur.description]
+        keys = ("id", "received_at", "type", "model_id", "success", "ping", "duplicate_of",
+                "out_of_order", "auth")  # fmt: skip
         out = []
-        for values in cur.fetchall():
-            row = dict(zip(names, values, strict=True))
-            row["received_at"] = pd.Timestamp(row["received_at"], unit="ns", tz="UTC")
+        for e in self.get(ids):
+            row = {k: getattr(e, k) for k in keys}
+            row["success"] = None if e.success is None else int(e.success)
+            row["ping"] = int(e.ping)
+            row["out_of_order"] = int(e.out_of_order)
             out.append(row)
         return out
 
-    def events(self, *, include_pings: bool = False) -> pd.DataFrame:
-        """Every stored event as a DataFrame (see ``EVENT_FRAME_COLUMNS``); incremental."""
-        with self._cache_lock:
-            new = self._read_events(self._cache_last_id)
-            if self._cache is None:
-                self._cache = new
-            elif len(new):
-                self._cache = pd.concat([self._cache, new], ignore_index=True)
-            if len(new):
-                self._cache_last_id = int(new["id"].iloc[-1])
-            frame = self._cache
-        if not include_pings:
-            frame = frame[~frame["ping"]]
-        return _finish_events(frame)
+    # ------------------------------------------------------------------ frames
 
-    def _read_events(self, after_id: int) -> pd.DataFrame:
-        cur = self._reader().execute(
-            "SELECT id, received_at, COALESCE(event_time, -9223372036854775808), type, "
-            "webhook_version, model_id, actor, bundle_id, success, status, webhook_id, "
-            "model_version, internal_id, ping, duplicate_of, auth, remote, data, body "
-            "FROM events WHERE id > ? ORDER BY id",
-            (after_id,),
-        )
-        rows = cur.fetchall()
-        names = [
-            "id", "received_at", "event_time", "type", "webhook_version", "model_id", "actor",
-            "bundle_id", "success", "status", "webhook_id", "model_version", "internal_id",
-            "ping", "duplicate_of", "auth", "remote", "data", "payload",
-        ]  # fmt: skip
-        cols = list(zip(*rows, strict=True)) if rows else [()] * len(names)
-        c = dict(zip(names, cols, strict=True))
-        frame = pd.DataFrame(
-            {
-                "id": np.asarray(c["id"], dtype="int64"),
-                "received_at": _ns_to_utc(c["received_at"]),
-                "event_time": _ns_to_utc(c["event_time"]),
-                "type": pd.array(c["type"], dtype="string"),
-                "webhook_version": pd.array(c["webhook_version"], dtype="Int8"),
-                "model_id": pd.array(c["model_id"], dtype="string"),
-                "actor": pd.array(c["actor"], dtype="string"),
-                "bundle_id": pd.array(c["bundle_id"], dtype="string"),
-                "success": pd.array(
-                    [None if v is None else bool(v) for v in c["success"]], dtype="boolean"
-                ),
-                "status": pd.array(c["status"], dtype="string"),
-                "webhook_id": pd.array(c["webhook_id"], dtype="string"),
-                "model_version": pd.array(c["model_version"], dtype="Int64"),
-                "internal_id": pd.array(c["internal_id"], dtype="string"),
-                "ping": np.asarray(c["ping"], dtype=bool),
-                "duplicate_of": pd.array(c["duplicate_of"], dtype="Int64"),
-                "auth": pd.array(c["auth"], dtype="string"),
-                "remote": pd.array(c["remote"], dtype="string"),
-                "data": pd.array(c["data"], dtype="string"),
-                "payload": pd.array(
-                    [bytes(b).decode("utf-8", "replace") for b in c["payload"]], dtype="string"
-                ),
-            }
-        )
-        return frame
+    def events(
+        self,
+        *,
+        include_pings: bool = False,
+        types: str | Iterable[str] | None = None,
+        model_id: str | Iterable[str] | None = None,
+        since: Any = None,
+        until: Any = None,
+        by: str = "received_at",
+    ) -> pd.DataFrame:
+        """Stored events as a DataFrame (columns ``EVENT_FRAME_COLUMNS``), oldest first.
+
+        Filters: ``types`` (one or several event types), ``model_id`` (one or several),
+        ``since``/``until`` (datetime, ISO text, or a timedelta meaning "that long ago";
+        naive times are UTC) applied to ``by`` = ``"received_at"`` or ``"event_time"``.
+        Only rows not read before are fetched from SQLite.
+        """
+        if by not in ("received_at", "event_time"):
+            raise ConfigurationError("by: use 'received_at' or 'event_time'")
+        with self._cache_lock:
+            frame, pings = self._refresh()
+        mask: Any = None
+
+        def both(m: Any) -> Any:
+            return m if mask is None else mask & m
+
+        if not include_pings and pings:
+            mask = both(~frame["ping"].to_numpy())
+        if types is not None:
+            wanted = [types] if isinstance(types, str) else list(types)
+            mask = both(frame["type"].isin(wanted).to_numpy())
+        if model_id is not None:
+            models = [model_id] if isinstance(model_id, str) else list(model_id)
+            mask = both(frame["model_id"].isin(models).to_numpy(dtype=bool, na_value=False))
+        if since is not None or until is not None:
+            ns = frame[by].array.asi8  # NaT (missing event_time) is the smallest int64
+            if since is not None:
+                mask = both(ns >= _utc_ns(since, "since"))
+            if until is not None:
+                mask = both((ns < _utc_ns(until, "until")) & (ns != _NAT))
+        if mask is None:
+            return frame.copy(deep=False)
+        return frame[mask].reset_index(drop=True)
+
+    def _refresh(self) -> tuple[pd.DataFrame, int]:
+        conn = self._reader()
+        cache = self._cache
+        top = conn.execute("SELECT MAX(id) FROM events").fetchone()[0]
+        if top is None or top < cache.last_id:  # emptied or replaced: start again
+            cache = self._cache = _FrameCache()
+        if top is not None:
+            if cache.rows:
+                bottom = conn.execute("SELECT MIN(id) FROM events").fetchone()[0]
+                cache.drop_before(int(bottom))
+            if top > cache.last_id:
+                cur = conn.execute(_SELECT_FRAME + " WHERE id > ? ORDER BY id", (cache.last_id,))
+                while rows := cur.fetchmany(200_000):
+                    cache.add(rows)
+        return cache.full_frame(), cache.pings
 
     def rejections(self) -> pd.DataFrame:
         """Every refused request: status, reason, redacted headers, first bytes of the body."""
@@ -491,17 +972,18 @@ class EventStore:
         ]  # fmt: skip
         cols = list(zip(*rows, strict=True)) if rows else [()] * len(names)
         c = dict(zip(names, cols, strict=True))
+        string = pd.StringDtype()
         return pd.DataFrame(
             {
                 "id": np.asarray(c["id"], dtype="int64"),
                 "received_at": _ns_to_utc(c["received_at"]),
-                "remote": pd.array(c["remote"], dtype="string"),
-                "method": pd.array(c["method"], dtype="string"),
-                "path": pd.array(c["path"], dtype="string"),
-                "query": pd.array(c["query"], dtype="string"),
+                "remote": pd.array(c["remote"], dtype=string),
+                "method": pd.array(c["method"], dtype=string),
+                "path": pd.array(c["path"], dtype=string),
+                "query": pd.array(c["query"], dtype=string),
                 "status": np.asarray(c["status"], dtype="int64"),
-                "reason": pd.array(c["reason"], dtype="string"),
-                "headers": pd.array(c["headers"], dtype="string"),
+                "reason": pd.array(c["reason"], dtype=string),
+                "headers": pd.array(c["headers"], dtype=string),
                 "body_head": pd.Series(
                     [bytes(b) if b is not None else b"" for b in c["body_head"]], dtype=object
                 ),
@@ -509,21 +991,197 @@ class EventStore:
             }
         )
 
-    def rejection_count(self) -> int:
-        return int(self._reader().execute("SELECT COUNT(*) FROM rejections").fetchone()[0])
+    def models(self) -> pd.DataFrame:
+        """One row per model: its latest known state, judged by event time (not arrival).
+
+        Columns: ``events``, ``first_received_at``, ``last_received_at``, ``last_event_time``,
+        ``last_type``, ``processed`` (success of the latest processing), ``activation_state``
+        (v2), ``visibility`` (v2), ``deleted``, ``ready`` (processed and active and not
+        deleted: when Matterport advises acting on a model), ``duplicates``, ``out_of_order``.
+        """
+        return _model_summary(self.events())
+
+    def model_state(self, model_id: str) -> dict[str, Any]:
+        """The :meth:`models` row of one model as a dict (``events`` = 0 if never seen)."""
+        frame = _model_summary(self._model_rows(model_id))
+        if not len(frame):
+            return {"model_id": model_id, "events": 0, "processed": None,
+                    "activation_state": None, "deleted": False, "ready": False}  # fmt: skip
+        row = frame.iloc[0].to_dict()
+        return {k: (None if v is pd.NA or v is pd.NaT else v) for k, v in row.items()}
+
+    def _model_rows(self, model_id: str) -> pd.DataFrame:
+        """One model's events straight from SQLite (indexed), without touching the cache."""
+        rows = self._reader().execute(
+            _SELECT_FRAME + " WHERE model_id=? AND ping=0 ORDER BY id", (model_id,)
+        ).fetchall()
+        part = _FrameCache()
+        part.add(rows)
+        return part.full_frame()
+
+    def timeline(self, model_id: str) -> pd.DataFrame:
+        """One model's events in event-time order, with arrival lag and state detail.
+
+        Columns: ``id``, ``event_time``, ``received_at``, ``lag`` (arrival minus event time),
+        ``type``, ``success``, ``status``, ``state`` (activation / visibility after the event),
+        ``duplicate``, ``duplicate_of``, ``out_of_order``, ``data``.
+        """
+        frame = _in_event_order(self._model_rows(model_id))
+        out = frame[["id", "event_time", "received_at"]].copy()
+        out["lag"] = frame["received_at"] - frame["event_time"]
+        for col in ("type", "success", "status"):
+            out[col] = frame[col]
+        out["state"] = _current_state(frame)
+        for col in ("duplicate", "duplicate_of", "out_of_order", "data"):
+            out[col] = frame[col]
+        return out.reset_index(drop=True)
+
+    def export(
+        self, path: str | os.PathLike[str], *, format: str | None = None, **filters: Any
+    ) -> Path:
+        """Write ``events(**filters)`` to Parquet, CSV or JSON lines; returns the path.
+
+        The format comes from ``format`` or the suffix (.parquet/.pq, .csv, .json/.jsonl).
+        """
+        target = Path(path).expanduser()
+        kinds = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".json": "json",
+                 ".jsonl": "json", ".ndjson": "json"}  # fmt: skip
+        kind = (format or kinds.get(target.suffix.lower(), "")).lower()
+        if kind not in ("parquet", "csv", "json"):
+            raise ConfigurationError(
+                f"format: cannot tell the format of {target.name!r}; "
+                "pass format='parquet', 'csv' or 'json', or use that suffix"
+            )
+        frame = self.events(**filters)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "parquet":
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError as exc:
+                raise ConfigurationError(
+                    "format: Parquet needs pyarrow; pip install 'mp_nb[parquet]'"
+                ) from exc
+            frame.to_parquet(target, index=False)
+        elif kind == "csv":
+            frame.to_csv(target, index=False)
+        else:
+            frame.to_json(target, orient="records", lines=True, date_format="iso")
+        return target
 
 
-def _ns_to_utc(values: Iterable[int]) -> pd.DatetimeIndex | pd.Series:
-    arr = np.asarray(values, dtype="int64").view("datetime64[ns]")
-    return pd.Series(arr).dt.tz_localize("UTC")
+# ---------------------------------------------------------------------- helpers
 
 
-def _finish_events(frame: pd.DataFrame) -> pd.DataFrame:
-    out = frame.copy()
-    out["type"] = out["type"].astype("category")
-    out["auth"] = out["auth"].astype("category")
-    out["duplicate"] = out["duplicate_of"].notna().to_numpy(dtype=bool)
-    return out[EVENT_FRAME_COLUMNS].reset_index(drop=True)
+def _insert(conn: sqlite3.Connection, table: str, columns: list[str], row: tuple[Any, ...]) -> int:
+    sql = _INSERTS.get(table)
+    if sql is None:
+        sql = _INSERTS[table] = (
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+        )
+    return int(conn.execute(sql, row).lastrowid or 0)
+
+
+_INSERTS: dict[str, str] = {}
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a store written by an older mp_nb up to this schema."""
+    have = {r[1] for r in conn.execute("PRAGMA table_info(events)")}
+    if "out_of_order" not in have:
+        conn.execute("ALTER TABLE events ADD COLUMN out_of_order INTEGER NOT NULL DEFAULT 0")
+        conn.execute(
+            "UPDATE events SET out_of_order = 1 WHERE id IN ("
+            " SELECT id FROM (SELECT id, event_time, MAX(event_time) OVER ("
+            "  PARTITION BY model_id ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING"
+            " ) AS before FROM events WHERE model_id IS NOT NULL) WHERE event_time < before)"
+        )
+
+
+def _age_cut(conn: sqlite3.Connection, table: str, cutoff_ns: int) -> int:
+    """The highest id of the leading run of rows received before ``cutoff_ns``."""
+    cut = 0
+    while True:
+        rows = conn.execute(
+            f"SELECT id, received_at FROM {table} WHERE id > ? ORDER BY id LIMIT 2000", (cut,)
+        ).fetchall()
+        for row_id, received in rows:
+            if received >= cutoff_ns:
+                return cut
+            cut = row_id
+        if len(rows) < 2000:
+            return cut
+
+
+def _in_event_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows sorted by event time (arrival time where a payload had none), then id."""
+    when = frame["event_time"].where(frame["event_time"].notna(), frame["received_at"])
+    order = np.lexsort((frame["id"].to_numpy(), when.array.asi8))
+    return frame.take(order)
+
+
+_STATE_KEYS = {"activation_state_changed": "state", "visibility_changed": "accessVisibility"}
+
+
+def _current_state(frame: pd.DataFrame) -> pd.Series:
+    """``body.current.<state>`` of activation and visibility events (NA for other rows)."""
+    out = pd.Series(pd.NA, index=frame.index, dtype=pd.StringDtype())
+    kinds = frame["type"].astype(pd.StringDtype())
+    for etype, key in _STATE_KEYS.items():
+        hit = (kinds == etype).fillna(False).to_numpy(dtype=bool)
+        if hit.any():
+            out[hit] = [_current(text, key) for text in frame["data"][hit]]
+    return out
+
+
+def _current(data: Any, key: str) -> Any:
+    try:
+        value = json.loads(data)["current"][key]
+    except (TypeError, ValueError, KeyError):
+        return pd.NA
+    return value if isinstance(value, str) else pd.NA
+
+
+def _model_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per-model state from a frame of events (see :meth:`EventStore.models`)."""
+    frame = frame[frame["model_id"].notna().to_numpy(dtype=bool)]
+    frame = _in_event_order(frame)
+    kinds = frame["type"].astype(pd.StringDtype()).fillna("")
+    keys = frame["model_id"].astype(object)
+    groups = frame.groupby(keys, sort=True)
+    out = pd.DataFrame(
+        {
+            "events": groups.size(),
+            "first_received_at": groups["received_at"].min(),
+            "last_received_at": groups["received_at"].max(),
+            "last_event_time": groups["event_time"].max(),
+            "last_type": kinds.groupby(keys, sort=True).last().astype(pd.StringDtype()),
+        }
+    )
+
+    def latest(mask: Any, values: pd.Series) -> pd.Series:
+        m = np.asarray(mask, dtype=bool)
+        return values[m].groupby(keys[m], sort=True).last()
+
+    out["processed"] = latest(kinds == "processed", frame["success"]).reindex(out.index)
+    state = _current_state(frame)
+    for col, etype in (("activation_state", "activation_state_changed"),
+                       ("visibility", "visibility_changed")):  # fmt: skip
+        out[col] = latest(kinds == etype, state).reindex(out.index).astype(pd.StringDtype())
+    gone = kinds.map({"deleted": True, "transferred_out": True, "created": False,
+                      "restored": False, "transferred_in": False, "uploaded": False,
+                      "inserted": False})  # fmt: skip
+    has = gone.notna().to_numpy(dtype=bool)
+    deleted = gone[has].astype(bool).groupby(keys[has], sort=True).last()
+    out["deleted"] = deleted.reindex(out.index, fill_value=False).astype(bool)
+    out["ready"] = (
+        out["processed"].fillna(False).astype(bool)
+        & (out["activation_state"] == "active").fillna(False).astype(bool)
+        & ~out["deleted"]
+    )
+    out["duplicates"] = groups["duplicate"].sum().astype("int64")
+    out["out_of_order"] = groups["out_of_order"].sum().astype("int64")
+    out.index.name = "model_id"
+    return out.reset_index()
 
 
 def open_store(path: str | os.PathLike[str]) -> EventStore:
