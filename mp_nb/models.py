@@ -26,7 +26,11 @@ __all__ = [
     "CredType",
     "EventType",
     "KeyValue",
+    "check_event_types",
+    "credentials_problem",
     "endpoint_url",
+    "event_types_for",
+    "event_types_problem",
     "split_url",
 ]
 
@@ -82,17 +86,131 @@ def event_types_for(version: int) -> tuple[str, ...]:
     return V2_EVENT_TYPES if version == 2 else V1_EVENT_TYPES
 
 
-def check_event_types(event_types: list[str], version: int) -> None:
-    """Raise ConfigurationError if a type does not belong to the webhook version."""
+#: How a field is named in messages: the Python argument, or the GraphQL input path.
+PYTHON_NAMES = {
+    "eventTypes": "event_types", "version": "version", "credType": "cred_type",
+    "credKey": "cred_key", "credSecret": "cred_secret", "additionalHeaders": "additional_headers",
+}
+API_NAMES = {
+    "eventTypes": "eventTypes", "version": "version", "credType": "callback.credType",
+    "credKey": "callback.credKey", "credSecret": "callback.credSecret",
+    "additionalHeaders": "callback.additionalHeaders",
+}
+
+
+def event_types_problem(
+    event_types: list[str], version: int, names: dict[str, str] = PYTHON_NAMES
+) -> str | None:
+    """Why these types cannot go on one callback of ``version``, or None.
+
+    A callback delivers one payload shape (its version's), so v1-only and v2-only literals
+    cannot be mixed; ``processed`` and ``deleted`` exist in both versions.
+    """
+    field, vname = names["eventTypes"], names["version"]
+    if not event_types:
+        return f"{field}: give at least one event type"
+    v1_only = [t for t in event_types if t in V1_EVENT_TYPES and t not in V2_EVENT_TYPES]
+    v2_only = [t for t in event_types if t in V2_EVENT_TYPES and t not in V1_EVENT_TYPES]
+    if v1_only and v2_only:
+        return (
+            f"{field}: cannot mix webhook v1 types ({', '.join(v1_only)}) with v2 types "
+            f"({', '.join(v2_only)}) on one callback; a callback delivers one payload shape. "
+            f"Register one callback with {vname} 1 and one with {vname} 2"
+        )
     allowed = event_types_for(version)
     wrong = [t for t in event_types if t not in allowed]
-    if wrong:
-        other = 1 if version == 2 else 2
-        raise ConfigurationError(
-            f"eventTypes: {', '.join(wrong)} not valid for webhook version {version}; "
-            f"version {version} accepts {', '.join(allowed)}"
-            + (f" (use version={other} for these)" if all(t in event_types_for(other) for t in wrong) else "")
-        )
+    if not wrong:
+        return None
+    other = 1 if version == 2 else 2
+    hint = f" (use {vname} {other} for these)" if not set(wrong) - set(event_types_for(other)) else ""
+    return (f"{field}: {', '.join(wrong)} not valid for webhook version {version}; "
+            f"version {version} accepts {', '.join(allowed)}{hint}")
+
+
+def check_event_types(event_types: list[str], version: int) -> None:
+    """Raise ConfigurationError if the types do not fit one callback of ``version``."""
+    problem = event_types_problem(list(event_types), version)
+    if problem:
+        raise ConfigurationError(problem)
+
+
+_HEADER_NAME_CHARS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-.^_`|~"
+)
+#: Headers an ``additionalHeaders`` entry may never set: HTTP framing and the body's type.
+RESERVED_HEADERS = frozenset(
+    {"content-type", "content-length", "host", "transfer-encoding", "connection"}
+)
+
+
+def header_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an HTTP header name (RFC 9110 token), or None."""
+    if not name:
+        return "a header name is empty"
+    if not set(name) <= _HEADER_NAME_CHARS:
+        return f"{name!r} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)"
+    return None
+
+
+def header_value_problem(value: str) -> str | None:
+    """Why ``value`` cannot travel as an HTTP header value, or None (printable ASCII only)."""
+    if any(c in value for c in "\r\n\0"):
+        return "has a line break or NUL"
+    if not value.isascii() or any(not (c.isprintable() or c == "\t") for c in value):
+        return "must be printable ASCII (HTTP header values cannot carry other characters)"
+    return None
+
+
+def credentials_problem(
+    cred_type: str | None,
+    cred_key: str | None,
+    cred_secret: str | None,
+    additional_headers: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    names: dict[str, str] = PYTHON_NAMES,
+) -> str | None:
+    """Why a callback's credentials and extra headers cannot work together, or None.
+
+    The rules follow from how credentials travel (:mod:`mp_nb.credentials`): basic needs a
+    user name without ``:``; token secrets and header names travel as raw header text; no
+    extra header may replace the credential header or the HTTP framing headers.
+    """
+    t, k, s, h = (names[n] for n in ("credType", "credKey", "credSecret", "additionalHeaders"))
+    for name, value in additional_headers:
+        problem = header_name_problem(name)
+        if problem is None:
+            vp = header_value_problem(value)
+            problem = f"value of {name!r} {vp}" if vp else None
+        if problem is None and name.lower() in RESERVED_HEADERS:
+            problem = f"{name!r} is set by the delivery itself and cannot be overridden"
+        if problem:
+            return f"{h}: {problem}"
+    if cred_type is None:
+        if cred_key or cred_secret:
+            return f"{t}: {k}/{s} given without {t}; use 'basic' or 'token'"
+        return None
+    if cred_type not in ("basic", "token"):
+        return f"{t}: {cred_type!r} is not a credential type; use 'basic' or 'token'"
+    if not cred_secret:
+        return f"{s}: {t} {cred_type!r} needs a non-empty {s}"
+    if cred_type == "basic":
+        if not cred_key:
+            return f"{k}: {t} 'basic' needs {k} (the user name)"
+        if ":" in cred_key:
+            return f"{k}: may not contain ':' for basic credentials (RFC 7617); the password may"
+        header = "authorization"
+    else:
+        if cred_key and header_name_problem(cred_key):
+            return f"{k}: for {t} 'token' it names the header; {header_name_problem(cred_key)}"
+        problem = header_value_problem(cred_secret)
+        if problem:
+            return (f"{s}: a 'token' secret travels as a header value and {problem}; "
+                    "use basic credentials for other passwords")
+        header = (cred_key or "authorization").lower()
+    for name, _ in additional_headers:
+        if name.lower() == header:
+            return (f"{h}: {name!r} would replace the credential header of {t} "
+                    f"{cred_type!r}; remove it or drop the credentials")
+    return None
 
 
 class _Model(BaseModel):
@@ -111,7 +229,11 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def endpoint_url(
-    scheme: str, host: str, port: int | None, path: str, query_params: list[KeyValue] | None = None
+    scheme: str,
+    host: str,
+    port: int | None,
+    path: str,
+    query_params: list[KeyValue] | list[tuple[str, str]] | None = None,
 ) -> str:
     """``scheme://host[:port]/path?query`` — the URL a delivery is POSTed to."""
     netloc = f"[{host}]" if ":" in host and not host.startswith("[") else host
@@ -119,7 +241,9 @@ def endpoint_url(
         netloc = f"{netloc}:{port}"
     url = f"{scheme}://{netloc}/{quote(path.lstrip('/'), safe='/%:@!$&()*+,;=-._~')}"
     if query_params:
-        url += "?" + urlencode([(kv.key, kv.value) for kv in query_params])
+        url += "?" + urlencode(
+            [(kv.key, kv.value) if isinstance(kv, KeyValue) else kv for kv in query_params]
+        )
     return url
 
 
@@ -224,14 +348,14 @@ class CallbackTarget(_Model):
 
     @model_validator(mode="after")
     def _creds(self) -> CallbackTarget:
-        if self.cred_type is None and (self.cred_key or self.cred_secret):
-            raise ValueError("cred_key/cred_secret given without cred_type ('basic' or 'token')")
-        if self.cred_type is CredType.basic and not self.cred_key:
-            raise ValueError("cred_type 'basic' needs cred_key (the user name)")
-        if self.cred_type is not None and not (self.cred_secret and self.cred_secret.get_secret_value()):
-            raise ValueError(f"cred_type {self.cred_type.value!r} needs a non-empty cred_secret")
-        if self.cred_type is CredType.basic and self.cred_key and ":" in self.cred_key:
-            raise ValueError("cred_key may not contain ':' for basic credentials (RFC 7617)")
+        problem = credentials_problem(
+            self.cred_type.value if self.cred_type else None,
+            self.cred_key,
+            self.cred_secret.get_secret_value() if self.cred_secret else None,
+            [(kv.key, kv.value) for kv in self.additional_headers],
+        )
+        if problem:
+            raise ValueError(problem)
         return self
 
     @classmethod

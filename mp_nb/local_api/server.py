@@ -1,9 +1,19 @@
 """LocalModelApi: the webhook part of Matterport's Model API, served on this machine.
 
-A real HTTP server (uvicorn on a background thread) answering GraphQL at
-``/api/models/graph`` with the schema in ``mp_nb/schema.graphql``, HTTP Basic auth with a
-token id/secret (or a Bearer access token), errors shaped like the real API, introspection
-on, and real deliveries to registered callbacks (see :mod:`.delivery`).
+A real HTTP server (uvicorn on a background thread) with two routes:
+
+* ``/api/models/graph`` — GraphQL with the schema in ``mp_nb/schema.graphql``: POST with a
+  JSON body (or ``application/graphql``), or GET with ``?query=`` (queries only: a mutation
+  over GET is answered 405, as the GraphQL-over-HTTP spec asks). Standard introspection is
+  on, so GraphiQL-style tools and generic GraphQL clients can load the schema.
+* ``/_local/attempts`` — GET: the delivery attempt log as JSON (``{"attempts": [...]}``),
+  for ``mp-nb attempts`` and for anyone who is not in the Python process.
+
+Both need the same auth as the real API: HTTP Basic with the token id/secret, or a Bearer
+access token (``api.access_token``; after ``expire_access_token()`` the old one gets HTTP 400
+``{"error": "invalid_grant"}``, like Matterport's OAuth). Errors are shaped like the real
+API's (``errors[].message``, ``errors[].extensions.code``), and registered callbacks get
+real deliveries (see :mod:`.delivery`).
 """
 
 from __future__ import annotations
@@ -11,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import inspect
 import json
 import secrets
 from collections.abc import Callable
@@ -21,10 +32,13 @@ from urllib.parse import parse_qs
 
 import pandas as pd
 from graphql import (
+    ExecutionResult,
     GraphQLError,
     GraphQLSchema,
+    OperationDefinitionNode,
+    OperationType,
     build_schema,
-    graphql,
+    execute,
     parse,
     validate,
 )
@@ -32,11 +46,12 @@ from graphql import (
 from .._server import ServerThread
 from ..events import PING_MODEL_ID
 from ..exceptions import ConfigurationError
-from .delivery import Deliverer, RetryPolicy
+from .delivery import ATTEMPTS_PATH, Deliverer, RetryPolicy
 from .registry import Registry, StoredCallback
-from .simulator import Occurrence, Simulator
+from .simulator import Occurrence, Simulator, iso_utc
 
 GRAPH_PATH = "/api/models/graph"
+MAX_REQUEST_BYTES = 1024 * 1024
 
 
 @cache
@@ -66,12 +81,16 @@ class _Root:
     def __init__(self, api: LocalModelApi) -> None:
         self.api = api
         reg = api.registry
-        self.modelEventWebhookCallbacks = lambda info, offset=None, pageSize=10: reg.page(offset, pageSize)
+        self.modelEventWebhookCallbacks = (
+            lambda info, offset=None, pageSize=10: reg.page(offset, pageSize))
         self.addModelEventWebhookCallback = lambda info, input: reg.add(input).to_graphql()
-        self.patchModelEventWebhookCallback = lambda info, id, input: reg.patch(id, input).to_graphql()
+        self.patchModelEventWebhookCallback = (
+            lambda info, id, input: reg.patch(id, input).to_graphql())
         self.removeModelEventWebhookCallback = lambda info, id: reg.remove(id)
-        self.addModelEventToCallback = lambda info, id, eventTypes: reg.add_events(id, eventTypes).to_graphql()
-        self.removeModelEventFromCallback = lambda info, id, eventTypes: reg.remove_events(id, eventTypes).to_graphql()
+        self.addModelEventToCallback = (
+            lambda info, id, eventTypes: reg.add_events(id, eventTypes).to_graphql())
+        self.removeModelEventFromCallback = (
+            lambda info, id, eventTypes: reg.remove_events(id, eventTypes).to_graphql())
 
     async def pingModelEventWebhookCallback(self, info: Any, id: str) -> bool:
         return await self.api._ping(self.api.registry.get(id))
@@ -203,7 +222,9 @@ class LocalModelApi:
             "Authentication required: HTTP Basic with an API token id and secret",
             "request.unauthenticated")
 
-    async def _asgi(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    async def _asgi(
+        self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
+    ) -> None:
         if scope["type"] != "http":
             return
         method = scope["method"]
@@ -216,33 +237,49 @@ class LocalModelApi:
                 return
             body += message.get("body", b"")
             more = message.get("more_body", False)
-            if len(body) > 1024 * 1024:
+            if len(body) > MAX_REQUEST_BYTES:
                 await _send_json(send, 413, _error_body("Request too large", "request.invalid"))
                 return
-        if scope["path"].rstrip("/") != GRAPH_PATH:
-            await _send_json(send, 404, _error_body(f"No API at {scope['path']}; use {GRAPH_PATH}",
-                                                    "not.found"))
+        path = scope["path"].rstrip("/")
+        if path not in (GRAPH_PATH, ATTEMPTS_PATH):
+            await _send_json(send, 404, _error_body(
+                f"No API at {scope['path']}; use {GRAPH_PATH}", "not.found"))
             return
-        if method not in ("GET", "POST"):
-            await _send_json(send, 405, _error_body("Use POST (or GET with ?query=)", "request.invalid"),
-                             [(b"allow", b"GET, POST")])
+        allowed = ("GET", "POST") if path == GRAPH_PATH else ("GET",)
+        if method not in allowed:
+            await _send_json(send, 405, _error_body(
+                f"Use {' or '.join(allowed)} here", "request.invalid"),
+                [(b"allow", ", ".join(allowed).encode())])
             return
         denied = self._authenticate(headers)
         if denied is not None:
             await _send_json(send, denied[0], denied[1],
                              [(b"www-authenticate", b'Basic realm="Matterport Model API"')])
             return
+        if path == ATTEMPTS_PATH:
+            await _send_json(send, 200, {"attempts": self.deliverer.attempt_rows()})
+            return
         try:
             request = _graphql_request(method, scope.get("query_string", b""), headers, body)
         except ValueError as exc:
             await _send_json(send, 400, _error_body(str(exc), "request.invalid"))
             return
-        status, result = await self.execute(**request)
-        await _send_json(send, status, result)
+        status, result = await self.execute(**request, read_only=method == "GET")
+        extra = [(b"allow", b"POST")] if status == 405 else None
+        await _send_json(send, status, result, extra)
 
-    async def execute(self, query: str, variables: dict[str, Any] | None = None,
-                      operation_name: str | None = None) -> tuple[int, dict[str, Any]]:
-        """Run one GraphQL request; returns (HTTP status, response body)."""
+    async def execute(
+        self,
+        query: str,
+        variables: dict[str, Any] | None = None,
+        operation_name: str | None = None,
+        *,
+        read_only: bool = False,
+    ) -> tuple[int, dict[str, Any]]:
+        """Run one GraphQL request; returns (HTTP status, response body).
+
+        ``read_only`` (a GET request) refuses mutations with HTTP 405.
+        """
         try:
             document = parse(query)
         except GraphQLError as exc:
@@ -250,15 +287,30 @@ class LocalModelApi:
         problems = validate(api_schema(), document)
         if problems:
             return 400, {"errors": [_formatted(e, "request.invalid") for e in problems]}
-        result = await graphql(api_schema(), query, root_value=self._root,
-                               variable_values=variables, operation_name=operation_name)
+        if read_only and _is_mutation(document, operation_name):
+            return 405, _error_body("Mutations need POST; GET only runs queries",
+                                    "request.invalid")
+        outcome = execute(api_schema(), document, root_value=self._root,
+                          variable_values=variables, operation_name=operation_name)
+        result: ExecutionResult = await outcome if inspect.isawaitable(outcome) else outcome
         body: dict[str, Any] = {"data": result.data}
         if result.errors:
-            body["errors"] = [_formatted(e, "request.invalid" if result.data is None else "error.internal")
-                              for e in result.errors]
-            if result.data is None:
+            whole_request_failed = result.data is None
+            body["errors"] = [
+                _formatted(e, "request.invalid" if whole_request_failed else "error.internal")
+                for e in result.errors
+            ]
+            if whole_request_failed:
                 return 400, body
         return 200, body
+
+
+def _is_mutation(document: Any, operation_name: str | None) -> bool:
+    """True if the operation that would run is a mutation."""
+    ops = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if operation_name is not None:
+        ops = [d for d in ops if d.name is not None and d.name.value == operation_name]
+    return len(ops) == 1 and ops[0].operation is OperationType.MUTATION
 
 
 def _render(occ: Occurrence, cb: StoredCallback) -> tuple[str, dict[str, Any]] | None:
@@ -278,7 +330,7 @@ def ping_payload(cb: StoredCallback, event_type: str) -> dict[str, Any]:
     if cb.version == 2:
         return {
             "modelId": PING_MODEL_ID, "version": 0, "webhookId": cb.id, "webhookCustomKey": None,
-            "timestamp": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "timestamp": iso_utc(now),
             "type": event_type, "body": {}, "ping": True,
         }
     return {
@@ -303,12 +355,21 @@ def _formatted(error: GraphQLError, default_code: str) -> dict[str, Any]:
     return out
 
 
-def _graphql_request(method: str, query_string: bytes, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+def _graphql_request(
+    method: str, query_string: bytes, headers: dict[str, str], body: bytes
+) -> dict[str, Any]:
     if method == "GET":
         params = parse_qs(query_string.decode("latin-1"))
         if "query" not in params:
             raise ValueError("GET needs a query= parameter with the GraphQL document")
-        variables = json.loads(params["variables"][0]) if "variables" in params else None
+        variables = None
+        if "variables" in params:
+            try:
+                variables = json.loads(params["variables"][0])
+            except ValueError as exc:
+                raise ValueError(f"variables= is not JSON: {exc}") from None
+            if variables is not None and not isinstance(variables, dict):
+                raise ValueError("variables= must be a JSON object")
         return {"query": params["query"][0], "variables": variables,
                 "operation_name": params.get("operationName", [None])[0]}
     ctype = headers.get("content-type", "application/json").split(";")[0].strip().lower()
