@@ -243,17 +243,37 @@ class V2Event(ModelEvent):
         return self.timestamp
 
 
-class _StateChange(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class _ChangeEvent(V2Event):
+    """A v2 event whose body is ``{"previous": {...}, "current": {...}}``."""
+
+    @property
+    def previous(self) -> dict[str, Any]:
+        value = self.body.get("previous")
+        return value if isinstance(value, dict) else {}
+
+    @property
+    def current(self) -> dict[str, Any]:
+        value = self.body.get("current")
+        return value if isinstance(value, dict) else {}
 
 
-class Created(V2Event):
-    """``body.type``: copy | demo | transfer | processing | unknown."""
+class _CreationEvent(V2Event):
+    @property
+    def created_type(self) -> str | None:
+        """``body.type``: copy | demo | transfer | processing | unknown."""
+        value = self.body.get("type")
+        return value if isinstance(value, str) else None
+
+
+class Created(_CreationEvent):
+    """A model was created: ``body.type`` copy | demo | transfer | processing | unknown."""
 
     type: Literal["created"] = "created"
 
 
-class Restored(V2Event):
+class Restored(_CreationEvent):
+    """A deleted model was restored: ``body.type`` as for :class:`Created`."""
+
     type: Literal["restored"] = "restored"
 
 
@@ -266,27 +286,53 @@ class ProcessedV2(V2Event):
     def success(self) -> bool | None:
         return {"succeeded": True, "failed": False}.get(self.body.get("status", ""))
 
+    @property
+    def error(self) -> str | None:
+        """``body.error``: why processing failed ("" on success)."""
+        value = self.body.get("error")
+        return value if isinstance(value, str) else None
 
-class ActivationStateChanged(V2Event):
+
+class ActivationStateChanged(_ChangeEvent):
     """``body.previous.state`` → ``body.current.state`` (pending | active | inactive)."""
 
     type: Literal["activation_state_changed"] = "activation_state_changed"
 
     @property
     def state(self) -> str | None:
-        return (self.body.get("current") or {}).get("state")
+        """The new activation state."""
+        return self.current.get("state")
+
+    @property
+    def previous_state(self) -> str | None:
+        return self.previous.get("state")
 
 
-class VisibilityChanged(V2Event):
+class VisibilityChanged(_ChangeEvent):
     """``body.previous/current.accessVisibility`` (private | unlisted | public | password)."""
 
     type: Literal["visibility_changed"] = "visibility_changed"
 
+    @property
+    def visibility(self) -> str | None:
+        """The new access visibility."""
+        return self.current.get("accessVisibility")
 
-class DetailsChanged(V2Event):
-    """``body.previous`` / ``body.current``: the detail fields that changed."""
+    @property
+    def previous_visibility(self) -> str | None:
+        return self.previous.get("accessVisibility")
+
+
+class DetailsChanged(_ChangeEvent):
+    """``body.previous`` / ``body.current``: the detail fields that changed (address,
+    description, image, internalId, mls, name, publication)."""
 
     type: Literal["details_changed"] = "details_changed"
+
+    @property
+    def changed_fields(self) -> list[str]:
+        """Names of the detail fields in ``previous`` or ``current``."""
+        return sorted(set(self.previous) | set(self.current))
 
 
 class BundleUpdated(V2Event):
@@ -294,16 +340,40 @@ class BundleUpdated(V2Event):
 
     type: Literal["bundle_updated"] = "bundle_updated"
 
+    @property
+    def status(self) -> str | None:
+        value = self.body.get("status")
+        return value if isinstance(value, str) else None
+
+    @property
+    def bundle_id(self) -> str | None:
+        value = self.body.get("bundleId")
+        return value if isinstance(value, str) else None
+
 
 class TransferredIn(V2Event):
+    """The model arrived from another organization (``body.source``)."""
+
     type: Literal["transferred_in"] = "transferred_in"
+
+    @property
+    def source(self) -> str | None:
+        return _str_or_none(self.body.get("source"))
 
 
 class TransferredOut(V2Event):
+    """The model left for another organization (``body.destination``)."""
+
     type: Literal["transferred_out"] = "transferred_out"
+
+    @property
+    def destination(self) -> str | None:
+        return _str_or_none(self.body.get("destination"))
 
 
 class DeletedV2(V2Event):
+    """The model was deleted (empty body)."""
+
     type: Literal["deleted"] = "deleted"
 
 

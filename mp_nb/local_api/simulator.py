@@ -8,20 +8,26 @@ that type. v1 payloads have exactly the fields of Matterport's samples; v2 paylo
 ============================  ==========================  =================================
 step                          v1 events                   v2 events
 ============================  ==========================  =================================
-upload                        uploaded, inserted          created (type: processing)
+upload                        uploaded, inserted          created (type: processing …)
 process                       processed (data.success)    processed (status, error);
                                                           activation pending → active
+set_state                     —                           activation_state_changed
 update                        updated                     details_changed
 set_visibility                —                           visibility_changed
 request_bundle                bundle_requested            bundle_updated (requested)
 complete_bundle               bundle_completed            bundle_updated (delivered/failed)
+cancel_bundle                 —                           bundle_updated (canceled)
 delete                        deleted                     deleted
 restore / transfer_in / _out  —                           restored / transferred_in / _out
 ============================  ==========================  =================================
+
+:meth:`Simulator.lifecycle` runs every step for a few models right now;
+:meth:`Simulator.history` generates weeks of a believable organization, seeded.
 """
 
 from __future__ import annotations
 
+import math
 import random
 import string
 from collections.abc import Callable, Iterator
@@ -29,7 +35,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from ..exceptions import ConfigurationError
+
 _MODEL_ID_ALPHABET = string.ascii_letters + string.digits
+#: Documented values of v2 bodies (``created``/``restored`` type, activation, visibility).
+CREATED_TYPES = ("copy", "demo", "transfer", "processing", "unknown")
+ACTIVATION_STATES = ("pending", "active", "inactive")
+VISIBILITIES = ("private", "unlisted", "public", "password")
+
+
+def _check(field: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigurationError(f"{field}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def iso_utc(at: datetime) -> str:
+    """``2024-11-21T12:00:00.000Z``: how v2 payloads carry their ``DateTime`` timestamp."""
+    return at.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass
@@ -54,7 +76,7 @@ class Occurrence:
             "version": self.model_version,
             "webhookId": webhook_id,
             "webhookCustomKey": custom_key,
-            "timestamp": self.at.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "timestamp": iso_utc(self.at),
             "type": etype,
             "body": body,
         }
@@ -122,7 +144,9 @@ class Simulator:
         self._emit(occ)
         return occ
 
-    def _v1_model_event(self, etype: str, model: SimModel, at: datetime, data: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    def _v1_model_event(
+        self, etype: str, model: SimModel, at: datetime, data: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
         return etype, {
             "type": etype,
             "modelId": model.id,
@@ -132,15 +156,17 @@ class Simulator:
             "data": data,
         }
 
-    def _v1_bundle_event(self, etype: str, model: SimModel, at: datetime, bundle_id: str,
-                         options: dict[str, Any], success: bool | None = None) -> tuple[str, dict[str, Any]]:
+    def _v1_bundle_event(
+        self, etype: str, model: SimModel, at: datetime, bundle_id: str,
+        options: dict[str, Any], ordered_by: str | None, success: bool | None = None,
+    ) -> tuple[str, dict[str, Any]]:
         payload: dict[str, Any] = {
             "timestamp": _ms(at),
             "modelId": model.id,
             "internalId": model.internal_id,
             "bundleId": bundle_id,
             "bundleOptions": options,
-            "orderedBy": self.actor,
+            "orderedBy": ordered_by or self.actor,
         }
         if success is not None:
             payload["success"] = success
@@ -154,10 +180,13 @@ class Simulator:
     # ------------------------------------------------------------------ steps
 
     def upload(self, *, model_id: str | None = None, name: str | None = None,
-               at: datetime | None = None, created_type: str = "processing") -> str:
-        """A new model is uploaded: v1 uploaded + inserted, v2 created. Returns its id."""
+               at: datetime | None = None, created_type: str = "processing",
+               created_by: str | None = None) -> str:
+        """A new model is uploaded: v1 uploaded + inserted, v2 created (``body.type``:
+        copy | demo | transfer | processing | unknown). Returns its id."""
+        _check("created_type", created_type, CREATED_TYPES)
         mid = model_id or self._new_id()
-        model = SimModel(id=mid, internal_id=f"internal-{mid}", created_by=self.actor,
+        model = SimModel(id=mid, internal_id=f"internal-{mid}", created_by=created_by or self.actor,
                          details={"name": name or f"Model {mid}"})
         self.models[mid] = model
         t = self._now(at)
@@ -177,7 +206,8 @@ class Simulator:
         model.revision += 1
         self._occur(
             model, t,
-            v1=self._v1_model_event("processed", model, t, {"success": "true" if success else "false"}),
+            v1=self._v1_model_event("processed", model, t,
+                                    {"success": "true" if success else "false"}),
             v2=("processed", {"status": "succeeded" if success else "failed",
                               "error": "" if success else (error or "processing failed")}),
         )
@@ -186,6 +216,7 @@ class Simulator:
 
     def set_state(self, model_id: str, state: str, *, at: datetime | None = None) -> None:
         """Activation state changes (pending | active | inactive): v2 only."""
+        _check("state", state, ACTIVATION_STATES)
         model = self._model(model_id)
         previous, model.state = model.state, state
         self._occur(model, at, v2=("activation_state_changed",
@@ -193,6 +224,7 @@ class Simulator:
 
     def set_visibility(self, model_id: str, visibility: str, *, at: datetime | None = None) -> None:
         """Access visibility changes (private | unlisted | public | password): v2 only."""
+        _check("visibility", visibility, VISIBILITIES)
         model = self._model(model_id)
         previous, model.visibility = model.visibility, visibility
         self._occur(model, at, v2=("visibility_changed",
@@ -211,42 +243,61 @@ class Simulator:
                     v2=("details_changed", {"previous": previous, "current": dict(details)}))
 
     def request_bundle(self, model_id: str, bundle_id: str = "bim:cad", *,
-                       options: dict[str, Any] | None = None, at: datetime | None = None) -> None:
+                       options: dict[str, Any] | None = None, at: datetime | None = None,
+                       ordered_by: str | None = None) -> None:
         """An add-on is ordered: v1 bundle_requested, v2 bundle_updated (requested)."""
         model = self._model(model_id)
         t = self._now(at)
         opts = {"style": "mep"} if options is None else options
-        self._occur(model, t, v1=self._v1_bundle_event("bundle_requested", model, t, bundle_id, opts),
+        self._occur(model, t,
+                    v1=self._v1_bundle_event("bundle_requested", model, t, bundle_id, opts,
+                                             ordered_by),
                     v2=("bundle_updated", {"status": "requested", "bundleId": bundle_id}))
 
     def complete_bundle(self, model_id: str, bundle_id: str = "bim:cad", *, success: bool = True,
-                        options: dict[str, Any] | None = None, at: datetime | None = None) -> None:
-        """An add-on is done: v1 bundle_completed (``success``), v2 bundle_updated."""
+                        options: dict[str, Any] | None = None, at: datetime | None = None,
+                        ordered_by: str | None = None) -> None:
+        """An add-on is done: v1 bundle_completed (``success``), v2 bundle_updated
+        (delivered, or failed)."""
         model = self._model(model_id)
         t = self._now(at)
         opts = {"style": "mep"} if options is None else options
         self._occur(model, t,
-                    v1=self._v1_bundle_event("bundle_completed", model, t, bundle_id, opts, success),
+                    v1=self._v1_bundle_event("bundle_completed", model, t, bundle_id, opts,
+                                             ordered_by, success),
                     v2=("bundle_updated", {"status": "delivered" if success else "failed",
                                            "bundleId": bundle_id}))
 
+    def cancel_bundle(self, model_id: str, bundle_id: str = "bim:cad", *,
+                      at: datetime | None = None) -> None:
+        """An add-on order is canceled: v2 bundle_updated (canceled); v1 has no such event."""
+        model = self._model(model_id)
+        self._occur(model, at, v2=("bundle_updated", {"status": "canceled", "bundleId": bundle_id}))
+
     def delete(self, model_id: str, *, at: datetime | None = None) -> None:
+        """The model is deleted: v1 deleted, v2 deleted (empty body)."""
         model = self._model(model_id)
         model.deleted = True
         t = self._now(at)
         self._occur(model, t, v1=self._v1_model_event("deleted", model, t, {}), v2=("deleted", {}))
 
-    def restore(self, model_id: str, *, at: datetime | None = None, restored_type: str = "unknown") -> None:
+    def restore(self, model_id: str, *, at: datetime | None = None,
+                restored_type: str = "unknown") -> None:
+        """A deleted model comes back: v2 restored (``body.type`` as for created)."""
+        _check("restored_type", restored_type, CREATED_TYPES)
         model = self._model(model_id)
         model.deleted = False
         self._occur(model, at, v2=("restored", {"type": restored_type}))
 
-    def transfer_out(self, model_id: str, destination: str = "org-partner", *, at: datetime | None = None) -> None:
+    def transfer_out(self, model_id: str, destination: str = "org-partner", *,
+                     at: datetime | None = None) -> None:
+        """The model moves to another organization: v2 transferred_out (``destination``)."""
         model = self._model(model_id)
         self._occur(model, at, v2=("transferred_out", {"destination": destination}))
 
     def transfer_in(self, source: str = "org-partner", *, model_id: str | None = None,
                     at: datetime | None = None) -> str:
+        """A model arrives from another organization: v2 transferred_in (``source``)."""
         mid = model_id or self._new_id()
         model = self.models.get(mid) or SimModel(id=mid, internal_id=f"internal-{mid}",
                                                  created_by=self.actor)
@@ -293,62 +344,123 @@ class Simulator:
         bundle_rate: float = 0.35,
         bundle_failure_rate: float = 0.05,
         update_rate: float = 0.5,
+        visibility_rate: float = 0.6,
+        archive_rate: float = 0.03,
         delete_rate: float = 0.04,
+        restore_rate: float = 0.25,
         transfer_rate: float = 0.02,
         median_processing: timedelta = timedelta(hours=3),
+        median_activation: timedelta = timedelta(minutes=4),
         median_bundle: timedelta = timedelta(hours=20),
     ) -> list[Occurrence]:
-        """A believable organization over ``days``: uploads spread over working hours,
-        log-normal processing and bundle times, seeded failures, activation after processing,
-        occasional updates, visibility changes, deletes and transfers. Emitted in time order.
+        """A believable organization over ``days``, emitted in time order; returns the
+        occurrences (each also delivered to every subscribed callback).
 
-        Returns the occurrences (also delivered to every subscribed callback).
+        How it is drawn (all from the simulator's seeded random generator, so the same
+        ``seed`` gives the same history):
+
+        * uploads: a uniformly chosen day, weekends thinned to 30 %, at a normally
+          distributed hour around 12:30 (sd 2.5 h, clipped to 07:00-20:00), by one of a few
+          team members; each upload is v1 ``uploaded`` + ``inserted`` and v2 ``created``;
+        * processing: log-normal, median ``median_processing`` (sigma 0.6); it fails with
+          probability ``failure_rate`` (v1 ``data.success "false"``, v2 ``status failed``);
+        * activation: a processed model goes pending → active after a log-normal delay
+          (median ``median_activation``); ``archive_rate`` of them are archived (→ inactive)
+          days later;
+        * after processing: details edited (``update_rate``), visibility changed
+          (``visibility_rate``), an add-on ordered (``bundle_rate``, one of four bundle
+          kinds) and delivered after a log-normal turnaround (median ``median_bundle``,
+          sigma 0.5) or failed (``bundle_failure_rate``);
+        * endings: ``transfer_rate`` of models are transferred out, ``delete_rate`` deleted
+          (failed ones three times as often); ``restore_rate`` of deletions are undone within
+          two days. Nothing happens to a model after it left; a few models also arrive by
+          transfer from a partner organization.
+
+        Events that would fall after the window (``start + days``) have not happened yet and
+        are left out, like a real account's history read today.
         """
-        if not 0 <= failure_rate <= 1:
-            raise ValueError("failure_rate must be between 0 and 1")
+        for name, rate in (("failure_rate", failure_rate), ("bundle_rate", bundle_rate),
+                           ("bundle_failure_rate", bundle_failure_rate),
+                           ("update_rate", update_rate), ("visibility_rate", visibility_rate),
+                           ("archive_rate", archive_rate), ("delete_rate", delete_rate),
+                           ("restore_rate", restore_rate), ("transfer_rate", transfer_rate)):
+            if not 0 <= rate <= 1:
+                raise ConfigurationError(f"{name}: {rate!r} is not a probability; use 0 to 1")
+        if not isinstance(n_models, int) or n_models < 0:
+            raise ConfigurationError(f"n_models: {n_models!r}; give a count >= 0")
+        if not isinstance(days, int) or days < 1:
+            raise ConfigurationError(f"days: {days!r}; give a whole number of days >= 1")
         rng = self.random
         start = start or (datetime.now(timezone.utc) - timedelta(days=days)).replace(
             hour=0, minute=0, second=0, microsecond=0)
-        plan: list[tuple[datetime, int, Callable[[datetime], None]]] = []
-        seq = iter(range(10**9))
+        end = start + timedelta(days=days)
+        hours = timedelta(hours=1)
+        plan: list[tuple[datetime, int, Callable[[datetime], object]]] = []
 
-        def at(t: datetime, fn: Callable[[datetime], None]) -> None:
-            plan.append((t, next(seq), fn))
+        def schedule(steps: list[tuple[datetime, Callable[[datetime], object]]]) -> None:
+            for t, fn in steps:
+                if t <= end:
+                    plan.append((t, len(plan), fn))
 
+        team = [self.actor, "alex@example.com", "sam@example.com", "kim@example.com"]
         for _ in range(n_models):
-            day = rng.randrange(days)
-            upload_at = start + timedelta(days=day, hours=rng.uniform(8, 18))
-            if upload_at.weekday() >= 5 and rng.random() < 0.7:  # fewer weekend uploads
-                upload_at += timedelta(days=7 - upload_at.weekday())
+            upload_at = _upload_time(rng, start, days)
             mid = self._new_id()
-            processing = _lognormal(rng, median_processing, 0.6)
+            who = rng.choice(team)
+            created_type = rng.choices(["processing", "copy", "demo"], [0.94, 0.05, 0.01])[0]
             failed = rng.random() < failure_rate
-            done_at = upload_at + processing
-            at(upload_at, lambda t, m=mid: self.upload(model_id=m, at=t))
-            at(done_at, lambda t, m=mid, f=failed: self.process(
-                m, success=not f, error="alignment failed" if f else "",
-                at=t, activation_delay=timedelta(minutes=rng.uniform(1, 30))))
-            if failed:
-                continue
-            if rng.random() < update_rate:
-                at(done_at + timedelta(hours=rng.uniform(1, 72)),
-                   lambda t, m=mid: self.update(m, at=t, name=f"Site {m[:4]}"))
-            if rng.random() < 0.6:
-                at(done_at + timedelta(hours=rng.uniform(1, 48)),
-                   lambda t, m=mid: self.set_visibility(m, rng.choice(["public", "unlisted"]), at=t))
-            if rng.random() < bundle_rate:
-                req = done_at + timedelta(hours=rng.uniform(2, 96))
-                bundle = rng.choice(["bim:cad", "bim:revit", "floorplan:schematic", "e57"])
-                ok = rng.random() >= bundle_failure_rate
-                at(req, lambda t, m=mid, b=bundle: self.request_bundle(m, b, at=t))
-                at(req + _lognormal(rng, median_bundle, 0.5),
-                   lambda t, m=mid, b=bundle, s=ok: self.complete_bundle(m, b, success=s, at=t))
-            if rng.random() < transfer_rate:
-                at(done_at + timedelta(days=rng.uniform(1, 10)),
-                   lambda t, m=mid: self.transfer_out(m, at=t))
-            elif rng.random() < delete_rate:
-                at(done_at + timedelta(days=rng.uniform(1, 14)),
-                   lambda t, m=mid: self.delete(m, at=t))
+            done_at = upload_at + _lognormal(rng, median_processing, 0.6)
+            steps: list[tuple[datetime, Callable[[datetime], object]]] = [
+                (upload_at, lambda t, m=mid, w=who, c=created_type: self.upload(
+                    model_id=m, at=t, created_by=w, created_type=c)),
+                (done_at, lambda t, m=mid, f=failed: self.process(
+                    m, success=not f, error="alignment failed" if f else "", activate=False,
+                    at=t)),
+            ]
+            if not failed:
+                steps.append((done_at + _lognormal(rng, median_activation, 0.8),
+                              lambda t, m=mid: self.set_state(m, "active", at=t)))
+                if rng.random() < update_rate:
+                    steps.append((done_at + hours * rng.uniform(1, 72),
+                                  lambda t, m=mid: self.update(m, at=t, name=f"Site {m[:4]}")))
+                if rng.random() < visibility_rate:
+                    vis = rng.choice(["public", "unlisted", "password"])
+                    steps.append((done_at + hours * rng.uniform(1, 48),
+                                   lambda t, m=mid, v=vis: self.set_visibility(m, v, at=t)))
+                if rng.random() < bundle_rate:
+                    ordered = done_at + hours * rng.uniform(2, 96)
+                    bundle = rng.choice(["bim:cad", "bim:revit", "floorplan:schematic", "e57"])
+                    ok = rng.random() >= bundle_failure_rate
+                    steps.append((ordered, lambda t, m=mid, b=bundle, w=who: self.request_bundle(
+                        m, b, at=t, ordered_by=w)))
+                    steps.append((ordered + _lognormal(rng, median_bundle, 0.5),
+                                  lambda t, m=mid, b=bundle, s=ok, w=who: self.complete_bundle(
+                                      m, b, success=s, at=t, ordered_by=w)))
+                if rng.random() < archive_rate:
+                    steps.append((done_at + timedelta(days=rng.uniform(3, 20)),
+                                  lambda t, m=mid: self.set_state(m, "inactive", at=t)))
+            gone_at: datetime | None = None
+            if not failed and rng.random() < transfer_rate:
+                gone_at = done_at + timedelta(days=rng.uniform(1, 10))
+                steps.append((gone_at, lambda t, m=mid: self.transfer_out(m, at=t)))
+            elif rng.random() < delete_rate * (3 if failed else 1):
+                gone_at = done_at + timedelta(days=rng.uniform(0.5, 14))
+                steps.append((gone_at, lambda t, m=mid: self.delete(m, at=t)))
+                if rng.random() < restore_rate:
+                    back = gone_at + hours * rng.uniform(1, 48)
+                    steps.append((back, lambda t, m=mid: self.restore(m, at=t)))
+                    gone_at = None  # restored: its later events happen after all
+            if gone_at is not None:
+                steps = [(t, fn) for t, fn in steps if t <= gone_at]
+            schedule(steps)
+        for _ in range(round(n_models * transfer_rate)):
+            arrived = start + timedelta(days=rng.uniform(0, days))
+            mid = self._new_id()
+            schedule([
+                (arrived, lambda t, m=mid: self.transfer_in("org-partner", model_id=m, at=t)),
+                (arrived + _lognormal(rng, median_activation, 0.8),
+                 lambda t, m=mid: self.set_state(m, "active", at=t)),
+            ])
         out: list[Occurrence] = []
         original = self._emit
 
@@ -365,9 +477,18 @@ class Simulator:
         return out
 
 
-def _lognormal(rng: random.Random, median: timedelta, sigma: float) -> timedelta:
-    import math
+def _upload_time(rng: random.Random, start: datetime, days: int) -> datetime:
+    """A working-hours upload time: weekends thinned to 30 %, hour ~ N(12.5, 2.5) in 7-20."""
+    while True:
+        day = start + timedelta(days=rng.randrange(days))
+        if day.weekday() < 5 or rng.random() < 0.3:
+            break
+    hour = min(20.0, max(7.0, rng.gauss(12.5, 2.5)))
+    return day.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(hours=hour)
 
+
+def _lognormal(rng: random.Random, median: timedelta, sigma: float) -> timedelta:
+    """A log-normal duration with this median (``sigma`` on the log scale)."""
     return timedelta(seconds=median.total_seconds() * math.exp(rng.gauss(0, sigma)))
 
 
