@@ -13,23 +13,49 @@ Widgets live in :mod:`mp_nb.widgets` (extra ``mp_nb[widgets]``).
 """
 
 import logging as _logging
+from importlib import import_module as _import_module
+from typing import TYPE_CHECKING
 
 from ._version import __version__
-from .client import ModelApiClient
-from .credentials import CredType
-from .events import ModelEvent, parse_event
-from .exceptions import (
-    ApiError,
-    AuthenticationError,
-    ConfigurationError,
-    MpNbError,
-    NotFoundError,
-    WaitTimeout,
-)
-from .local_api import LocalModelApi, RetryPolicy
-from .models import V1_EVENT_TYPES, V2_EVENT_TYPES, Callback, CallbackTarget, EventType
-from .receiver import Receiver
-from .store import EventStore, open_store
+
+# Names are imported on first use, so ``mp-nb callbacks …`` starts without pandas,
+# graphql or uvicorn; ``from mp_nb import X`` works as usual.
+_LAZY = {
+    "ModelApiClient": "client", "CredType": "credentials", "ModelEvent": "events",
+    "parse_event": "events", "ApiError": "exceptions", "AuthenticationError": "exceptions",
+    "ConfigurationError": "exceptions", "MpNbError": "exceptions", "NotFoundError": "exceptions",
+    "WaitTimeout": "exceptions", "LocalModelApi": "local_api", "RetryPolicy": "local_api",
+    "V1_EVENT_TYPES": "models", "V2_EVENT_TYPES": "models", "Callback": "models",
+    "CallbackTarget": "models", "EventType": "models", "Receiver": "receiver",
+    "EventStore": "store", "open_store": "store",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mp_nb' has no attribute {name!r}")
+    value = getattr(_import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from .client import ModelApiClient
+    from .credentials import CredType
+    from .events import ModelEvent, parse_event
+    from .exceptions import (
+        ApiError,
+        AuthenticationError,
+        ConfigurationError,
+        MpNbError,
+        NotFoundError,
+        WaitTimeout,
+    )
+    from .local_api import LocalModelApi, RetryPolicy
+    from .models import V1_EVENT_TYPES, V2_EVENT_TYPES, Callback, CallbackTarget, EventType
+    from .receiver import Receiver
+    from .store import EventStore, open_store
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
 

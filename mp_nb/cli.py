@@ -7,6 +7,7 @@
     mp-nb receive [--port P]        run a receiver, print one line per event
     mp-nb events --db FILE          export a store as a table, CSV or JSON
     mp-nb callbacks list|add|patch|remove|ping|add-events|remove-events
+    mp-nb attempts [--url U]        delivery attempt log of a running local Model API
 
 Secrets (``MATTERPORT_TOKEN_SECRET``, a receiver's or callback's ``credSecret``) come from
 the environment or a hidden prompt, never from the command line, where they would end up
@@ -91,9 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--output", "-o", help="write to this file instead of stdout")
     e.set_defaults(func=_events)
 
-    from .admin_cli import add_callbacks_parser
+    from .admin_cli import add_attempts_parser, add_callbacks_parser
 
     add_callbacks_parser(sub)
+    add_attempts_parser(sub)
     return p
 
 

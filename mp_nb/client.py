@@ -15,10 +15,9 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import pandas as pd
 from pydantic import SecretStr, ValidationError
 
 from . import operations as ops
@@ -29,6 +28,7 @@ from .exceptions import (
     AuthenticationError,
     ConfigurationError,
     PagingError,
+    PermissionDeniedError,
     RateLimitError,
     ServerError,
     TransportError,
@@ -43,9 +43,14 @@ from .models import (
     split_url,
 )
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "https://api.matterport.com/api/models/graph"
+#: The longest a ``Retry-After`` header may make the client wait between two attempts.
+MAX_RETRY_AFTER = 30.0
 _UNSET: Any = object()
 _SECRET_KEYS = {"credSecret"}
 
@@ -140,17 +145,41 @@ class ModelApiClient:
                 if attempt >= attempts:
                     raise
                 delay = self.backoff * 2 ** (attempt - 1)
+                if isinstance(exc, RateLimitError) and exc.retry_after is not None:
+                    delay = min(max(delay, exc.retry_after), MAX_RETRY_AFTER)
                 log.info("retrying after %s (attempt %d/%d, %.2fs)", exc, attempt, attempts, delay)
                 time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _execute_once(self, document: str, variables: dict[str, Any]) -> dict[str, Any]:
+        response, body = self._send("POST", self.url,
+                                    json={"query": document, "variables": variables})
+        status = response.status_code
+        if not isinstance(body, dict):
+            raise ApiError(f"not a GraphQL response from {self.url} (HTTP {status}): "
+                           f"{response.text[:200]!r}", status=status)
+        errors = body.get("errors")
+        if errors:
+            code = _first_code(errors)
+            cls = CODE_TO_ERROR.get(code or "", ApiError)
+            raise cls(_first_message(errors) or "GraphQL error", code=code, status=status,
+                      errors=errors)
+        if status >= 400:
+            raise ApiError(f"HTTP {status} from {self.url}", status=status)
+        data = body.get("data")
+        if not isinstance(data, dict):
+            raise ApiError(f"GraphQL response without data from {self.url}", status=status)
+        return data
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> tuple[httpx.Response, Any]:
+        """One HTTP request; the JSON body (None if not JSON), or the error every route shares:
+        no answer, expired OAuth token, 401, 403, 429, 5xx."""
         try:
-            response = self._http.post(self.url, json={"query": document, "variables": variables})
+            response = self._http.request(method, url, **kwargs)
         except httpx.TimeoutException as exc:
-            raise TransportError(f"timed out talking to {self.url}: {type(exc).__name__}") from exc
+            raise TransportError(f"timed out talking to {url}: {type(exc).__name__}") from exc
         except httpx.HTTPError as exc:
-            raise TransportError(f"cannot reach {self.url}: {exc}") from exc
+            raise TransportError(f"cannot reach {url}: {exc}") from exc
         status = response.status_code
         try:
             body = response.json()
@@ -161,30 +190,40 @@ class ModelApiClient:
                 "access token expired or revoked (invalid_grant); get a new one from the "
                 "OAuth token endpoint", code="invalid_grant", status=status)
         errors = body.get("errors") if isinstance(body, dict) else None
-        if status == 401 or status == 403:
+        if status == 401:
             message = _first_message(errors) or "credentials rejected"
+            hint = ("the OAuth access token" if self._access_token is not None else
+                    "the API token id and secret (MATTERPORT_TOKEN_ID / MATTERPORT_TOKEN_SECRET)")
             raise AuthenticationError(
-                f"{message}; check the API token id and secret (MATTERPORT_TOKEN_ID / "
-                "MATTERPORT_TOKEN_SECRET)", code=_first_code(errors) or "request.unauthenticated",
+                f"{message}; check {hint}", code=_first_code(errors) or "request.unauthenticated",
                 status=status, errors=errors)
+        if status == 403:
+            raise PermissionDeniedError(
+                f"{_first_message(errors) or 'forbidden'}; these credentials may not manage "
+                "webhooks (an Enterprise account with the webhook unlock is needed)",
+                code=_first_code(errors) or "request.unauthorized", status=status, errors=errors)
         if status == 429:
-            raise RateLimitError("rate limited by the Model API", status=status, errors=errors)
+            raise RateLimitError("rate limited by the Model API", status=status, errors=errors,
+                                 retry_after=_retry_after(response.headers.get("retry-after")))
         if status >= 500:
-            raise ServerError(_first_message(errors) or f"server error from {self.url}",
+            raise ServerError(_first_message(errors) or f"server error from {url}",
                               code=_first_code(errors), status=status, errors=errors)
-        if not isinstance(body, dict):
-            raise ApiError(f"not a GraphQL response from {self.url} (HTTP {status}): "
-                           f"{response.text[:200]!r}", status=status)
-        if errors:
-            code = _first_code(errors)
-            cls = CODE_TO_ERROR.get(code or "", ApiError)
-            raise cls(_first_message(errors) or "GraphQL error", code=code, status=status, errors=errors)
-        if status >= 400:
-            raise ApiError(f"HTTP {status} from {self.url}", status=status)
-        data = body.get("data")
-        if not isinstance(data, dict):
-            raise ApiError(f"GraphQL response without data from {self.url}", status=status)
-        return data
+        return response, body
+
+    def local_attempts(self) -> pd.DataFrame:
+        """The delivery attempt log of a *local* Model API (``/_local/attempts``), one row
+        per HTTP attempt. The real Matterport API has no such log."""
+        from .local_api.delivery import ATTEMPTS_PATH, attempts_frame
+
+        parts = httpx.URL(self.url)
+        url = parts.copy_with(path=ATTEMPTS_PATH, query=None)
+        response, body = self._send("GET", str(url))
+        if response.status_code == 404 or not isinstance(body, dict) or "attempts" not in body:
+            raise ApiError(f"{parts.host} serves no attempt log at {ATTEMPTS_PATH}: only "
+                           "mp_nb's local Model API has one", status=response.status_code)
+        if response.status_code >= 400:
+            raise ApiError(f"HTTP {response.status_code} from {url}", status=response.status_code)
+        return attempts_frame(body["attempts"])
 
     # ------------------------------------------------------------------ operations
 
@@ -247,6 +286,8 @@ class ModelApiClient:
 
     def callbacks_frame(self) -> pd.DataFrame:
         """Every callback as a DataFrame (id, version, event_types, url, cred_type, ...)."""
+        import pandas as pd
+
         rows = [cb.summary() for cb in self.callbacks()]
         frame = pd.DataFrame(rows, columns=["id", "version", "event_types", "url", "cred_type",
                                             "cred_key", "headers"])
@@ -293,7 +334,8 @@ class ModelApiClient:
             cb["queryParams"] = cb.get("queryParams", []) + [
                 kv.model_dump() for kv in _kvs(query_params, "query_params")]
         if additional_headers is not None:
-            cb["additionalHeaders"] = [kv.model_dump() for kv in _kvs(additional_headers, "additional_headers")]
+            cb["additionalHeaders"] = [
+                kv.model_dump() for kv in _kvs(additional_headers, "additional_headers")]
         if cred_type is not _UNSET:
             cb["credType"] = CredType(cred_type).value if cred_type is not None else None
         if cred_key is not _UNSET:
@@ -366,16 +408,34 @@ def _kvs(value: Any, field: str) -> list[KeyValue]:
     try:
         return [KeyValue.model_validate(kv) for kv in _pairs(value, field)]
     except ValidationError as exc:
-        raise ConfigurationError(f"{field}: expected a dict or (key, value) pairs ({exc.errors()[0]['msg']})") from None
+        raise ConfigurationError(
+            f"{field}: expected a dict or (key, value) pairs ({exc.errors()[0]['msg']})"
+        ) from None
 
 
 def _target(url: str, **kwargs: Any) -> CallbackTarget:
     try:
         return CallbackTarget.from_url(url, **{k: v for k, v in kwargs.items() if v is not None})
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "callback"
-        raise ConfigurationError(f"{where}: {first['msg']}") from None
+        raise ConfigurationError(_validation_message(exc)) from None
+
+
+def _validation_message(exc: ValidationError) -> str:
+    """``field: problem`` from pydantic's first error (our validators already name the field)."""
+    first = exc.errors()[0]
+    message = str(first["msg"]).removeprefix("Value error, ")
+    where = ".".join(str(p) for p in first["loc"])
+    if not where or message.startswith(where):
+        return message
+    return f"{where}: {message}"
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds form only), else None."""
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _require_id(callback_id: str) -> None:

@@ -4,20 +4,28 @@
 
     MpNbError                       anything below; catch this to catch them all
     ├── ConfigurationError          bad arguments given to mp_nb itself (also a ValueError)
-    ├── ApiError                    the Model API did not do what was asked
+    ├── ApiError                    the Model API did not do what was asked (other codes too,
+    │   │                           e.g. quota.exceeded, come as a plain ApiError)
     │   ├── TransportError          no HTTP answer: refused, timed out, broken connection
     │   ├── AuthenticationError     HTTP 401, request.unauthenticated, or an expired OAuth token
-    │   ├── PermissionDeniedError   request.unauthorized
+    │   │                           (HTTP 400 {"error": "invalid_grant"}, code invalid_grant)
+    │   ├── PermissionDeniedError   HTTP 403 or request.unauthorized
     │   ├── NotFoundError           not.found: e.g. an unknown callback id
-    │   ├── InvalidRequestError     request.invalid / GraphQL validation errors
-    │   ├── RateLimitError          HTTP 429
+    │   ├── InvalidRequestError     request.invalid / GraphQL validation errors (unknown enum
+    │   │                           literal, bad variable, bad argument such as pageSize)
+    │   ├── RateLimitError          HTTP 429 (.retry_after from the Retry-After header)
     │   └── ServerError             HTTP 5xx or error.internal
     ├── PagingError                 a list that never ends (nextOffset repeats or runs away)
     ├── ReceiverError               the receiver could not start, or its store failed
     └── WaitTimeout                 wait_for() ran out of time (also a TimeoutError)
 
-An :class:`ApiError` carries ``code`` (the GraphQL ``extensions.code``), ``message`` and
-``status`` (the HTTP status), so handlers can branch on data rather than text.
+An :class:`ApiError` carries ``code`` (the GraphQL ``extensions.code``), ``message``,
+``status`` (the HTTP status) and ``errors`` (the raw GraphQL error list), so handlers can
+branch on data rather than text.
+
+:class:`~mp_nb.ModelApiClient` retries reads (listing) and pings, with exponential backoff,
+on :class:`TransportError`, :class:`RateLimitError` and :class:`ServerError`; it never
+retries adds (a retried add could register the callback twice), patches or removes.
 """
 
 from __future__ import annotations
@@ -80,7 +88,11 @@ class InvalidRequestError(ApiError):
 
 
 class RateLimitError(ApiError):
-    """HTTP 429: too many requests."""
+    """HTTP 429: too many requests. ``retry_after``: seconds the server asked to wait, if any."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
 
 
 class ServerError(ApiError):
