@@ -64,6 +64,22 @@ def basic_header(user: str, password: str) -> dict[str, str]:
 
 
 @pytest.fixture
+def make_client(mp_local_api):
+    """Clients for the local API with other settings; closed after the test."""
+    made: list[ModelApiClient] = []
+
+    def make(secret: str | None = None, **kwargs: Any) -> ModelApiClient:
+        client = ModelApiClient(mp_local_api.url, mp_local_api.token_id,
+                                secret or mp_local_api.token_secret, **kwargs)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+@pytest.fixture
 def form(mp_client: ModelApiClient) -> CallbackForm:
     f = CallbackForm(mp_client)
     yield f
@@ -218,9 +234,8 @@ def test_register_sends_everything_and_clears_the_secret(form, mp_local_api, mp_
     assert mp_local_api.simulate and form.client.ping_callback(cb.id) is True
 
 
-def test_an_api_error_is_shown_with_its_message_and_code(mp_local_api):
-    client = ModelApiClient(mp_local_api.url, mp_local_api.token_id, "not-the-secret")
-    form = CallbackForm(client)
+def test_an_api_error_is_shown_with_its_message_and_code(mp_local_api, make_client):
+    form = CallbackForm(make_client("not-the-secret"))
     form.url.value = "http://127.0.0.1:9/hook"
     form.cred_type.value = "token"
     form.cred_secret.value = "tok-" + secrets.token_hex(8)
@@ -310,9 +325,8 @@ def test_a_secret_never_shows_in_any_widget_after_submit(mp_client, mp_local_api
 # ---------------------------------------------------------------------- manager
 
 
-def test_manager_lists_every_page_with_progress(mp_local_api):
-    client = ModelApiClient(mp_local_api.url, mp_local_api.token_id, mp_local_api.token_secret,
-                            page_size=5)
+def test_manager_lists_every_page_with_progress(make_client):
+    client = make_client(page_size=5)
     ids = [client.add_callback(f"http://127.0.0.1:9/h{i}", ["uploaded"]).id for i in range(23)]
     manager = CallbackManager(client, load=False, rows_per_page=10)
     seen: list[str] = []
@@ -373,9 +387,8 @@ def test_saving_the_form_refreshes_the_manager(mp_client):
     manager.close()
 
 
-def test_manager_shows_a_listing_error(mp_local_api):
-    client = ModelApiClient(mp_local_api.url, mp_local_api.token_id, "wrong-secret", retries=0)
-    manager = CallbackManager(client)
+def test_manager_shows_a_listing_error(make_client):
+    manager = CallbackManager(make_client("wrong-secret", retries=0))
     assert "Could not list callbacks" in text(manager.status)
     assert "Invalid API token" in text(manager.status)
     assert not manager.refresh_button.disabled
@@ -475,10 +488,10 @@ def test_feed_rejects_bad_arguments(mp_receiver):
 # ---------------------------------------------------------------------- display
 
 
-def test_reprs_are_deterministic(tmp_path, mp_local_api):
+def test_reprs_are_deterministic(tmp_path, make_client):
     plains = []
     for port_offset in range(2):
-        client = ModelApiClient(mp_local_api.url, mp_local_api.token_id, mp_local_api.token_secret)
+        client = make_client()
         receiver = Receiver(db=tmp_path / f"r{port_offset}.sqlite3")
         try:
             panel = admin(client, receiver)
@@ -490,7 +503,6 @@ def test_reprs_are_deterministic(tmp_path, mp_local_api):
             panel.close()
         finally:
             receiver.stop()
-            client.close()
     assert plains[0] == plains[1]
     assert plains[0][0] == "<mp_nb admin: Register | Callbacks | Events>"
     assert not any(ch.isdigit() for text in plains[0] for ch in text)
