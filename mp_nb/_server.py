@@ -191,6 +191,9 @@ class ProtocolRefusal:
 #: send the response and close the connection.
 RefusalHook = Callable[[ProtocolRefusal, Callable[[], None]], None]
 
+#: Set in the ASGI scope when the protocol refused a request whose application task had
+#: already started (bad bytes in the body): the application must not answer or record it.
+REFUSED_SCOPE_KEY = "mp_nb.refused"
 DEFAULT_MAX_HEAD = 16 * 1024
 DEFAULT_HEAD_TIMEOUT = 10.0
 
@@ -323,11 +326,17 @@ def guarded_http_protocol(
                 client=self.client,
             )
             loop = self.loop
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                # the application is already reading this request: stop it, answer here
+                cycle.scope[REFUSED_SCOPE_KEY] = reason  # type: ignore[literal-required]
+                cycle.disconnected = True
+                cycle.message_event.set()
 
             def answer() -> None:
                 if self.transport.is_closing():
                     return
-                if self.cycle is None or self.cycle.response_complete:
+                if cycle is None or not cycle.response_started:
                     body = reason.encode("utf-8")
                     self.transport.write(b"".join([
                         STATUS_LINE[status],

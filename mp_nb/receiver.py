@@ -1,38 +1,58 @@
 """Receiver: the webhook endpoint, running on a background thread inside the kernel.
 
-A request is checked in this order, and the first failure is answered and recorded as a
-rejection (``rejections()``) with its reason:
+A request is checked in this order; the first failure is answered and recorded as a
+rejection (``rejections()``) with its reason, redacted headers and the first body bytes:
 
 ========  ======================================================================
+400       bytes that are not HTTP (answered by the protocol layer)
+414/431   request target / headers over ``max_header`` bytes (httptools has no limit)
+408       request head or body not complete within ``head_timeout``/``body_timeout``
 404       wrong path
 405       not POST (Matterport only POSTs)
-401       missing or wrong credentials (``cred_type`` basic or token)
-413       body larger than ``max_body`` (1 MiB by default)
-415       a content type or encoding it cannot read
-400       JSON content that is not valid JSON, or not a JSON object
+401       missing, duplicated or wrong credentials (``cred_type`` basic or token)
+413       body larger than ``max_body`` (1 MiB by default), declared or actual
+415       a content type, charset or encoding it cannot read
+400       truncated body; JSON that is not UTF-8, not valid, nested too deeply, or not
+          an object
 ========  ======================================================================
 
 Accepted events are acknowledged (200) only after their SQLite transaction has committed, so
-an event the sender saw acknowledged survives a killed kernel. Non-JSON bodies that pass
-authentication (text, form data, octet streams) are stored raw, not dropped.
+an event the sender saw acknowledged survives a killed kernel. Validation and row building
+happen on the server thread; one writer thread commits whatever is queued in one transaction
+(group commit). Non-JSON bodies that pass authentication (text, form data, octet streams) are
+stored raw, not dropped. Handlers registered with :meth:`Receiver.on` run after the commit on
+a worker thread of their own, so user code never delays an acknowledgement.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import os
+import queue
 import tempfile
+import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from pydantic import SecretStr
 
-from ._server import ServerThread, is_loopback
+from ._server import (
+    DEFAULT_HEAD_TIMEOUT,
+    DEFAULT_MAX_HEAD,
+    REFUSED_SCOPE_KEY,
+    ProtocolRefusal,
+    ServerThread,
+    guarded_http_protocol,
+    is_loopback,
+)
 from .credentials import (
     CredType,
     check_credentials,
@@ -40,13 +60,21 @@ from .credentials import (
     redact_headers,
 )
 from .exceptions import ConfigurationError, WaitTimeout
-from .store import Delivery, EventStore, Rejection
+from .store import Delivery, EventStore, Rejection, StoredEvent
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY = 1024 * 1024
+DEFAULT_BODY_TIMEOUT = 10.0
 JSON_TYPES = ("application/json", "text/json")
-RAW_TYPES = ("text/", "application/x-www-form-urlencoded", "application/octet-stream")
+RAW_TYPES = (
+    "text/", "application/x-www-form-urlencoded", "application/octet-stream", "application/xml",
+)  # fmt: skip
+UTF8_NAMES = ("utf-8", "utf8")
+#: Seconds to wait for the body of a request that is refused anyway (kept for the record).
+REJECTED_BODY_WAIT = 1.0
+
+Handler = Callable[[StoredEvent], Any]
 
 
 class Receiver:
@@ -56,6 +84,11 @@ class Receiver:
     ...     client.add_callback(r.url, ..., cred_type="basic", cred_key="hook", cred_secret="s3cret")
     ...     r.wait_for(3)
     ...     df = r.events()
+
+    Limits: ``max_body`` (bytes), ``max_header`` (bytes of request target + headers),
+    ``head_timeout`` / ``body_timeout`` (seconds a sender may take to send the request head /
+    body). ``synchronous`` is ``"NORMAL"`` (survives a killed process) or ``"FULL"`` (also a
+    power cut); ``max_age`` / ``max_rows`` bound the stored history.
     """
 
     def __init__(
@@ -69,7 +102,12 @@ class Receiver:
         host: str = "127.0.0.1",
         db: str | os.PathLike[str] | None = None,
         max_body: int = DEFAULT_MAX_BODY,
+        max_header: int = DEFAULT_MAX_HEAD,
+        head_timeout: float = DEFAULT_HEAD_TIMEOUT,
+        body_timeout: float = DEFAULT_BODY_TIMEOUT,
         synchronous: str = "NORMAL",
+        max_age: float | None = None,
+        max_rows: int | None = None,
         start: bool = True,
     ) -> None:
         self.path = "/" + path.strip("/") if path.strip("/") else "/"
@@ -86,12 +124,26 @@ class Receiver:
             raise ConfigurationError(f"port: {port!r} out of range; use 0 (any free port) to 65535")
         if max_body < 1:
             raise ConfigurationError("max_body: must be at least 1 byte")
+        if max_header < 256:
+            raise ConfigurationError("max_header: must be at least 256 bytes")
+        for name, value in (("head_timeout", head_timeout), ("body_timeout", body_timeout)):
+            if not value > 0:
+                raise ConfigurationError(f"{name}: must be a positive number of seconds")
         self.max_body = max_body
+        self.max_header = max_header
+        self.head_timeout = float(head_timeout)
+        self.body_timeout = float(body_timeout)
         if db is None:
             db = Path(tempfile.mkdtemp(prefix="mp_nb_")) / "events.sqlite3"
-        self.store = EventStore(db, synchronous=synchronous)
+        self.store = EventStore(db, synchronous=synchronous, max_age=max_age, max_rows=max_rows)
         self._secret_header = credential_header_name(self.cred_type, self.cred_key)
-        self._server = ServerThread(self._asgi, host=host, port=port, name="mp-nb-receiver")
+        protocol = guarded_http_protocol(
+            max_head_bytes=max_header, head_timeout=self.head_timeout, on_refuse=self._refused
+        )
+        self._server = ServerThread(
+            self._asgi, host=host, port=port, name="mp-nb-receiver", http=protocol
+        )
+        self._handlers = _Dispatcher(self.store)
         if start:
             self.start()
 
@@ -117,9 +169,10 @@ class Receiver:
         return self
 
     def stop(self) -> None:
-        """Stop serving, finish pending writes. The store stays readable."""
+        """Stop serving, finish pending writes and handlers. The store stays readable."""
         self._server.stop()
         self.store.close()
+        self._handlers.stop()
 
     def __enter__(self) -> Receiver:
         return self.start()
@@ -151,16 +204,35 @@ class Receiver:
 
     # ------------------------------------------------------------------ history
 
-    def events(self, *, include_pings: bool = False) -> pd.DataFrame:
-        """Every accepted event as a DataFrame (UTC datetimes, categorical type)."""
-        return self.store.events(include_pings=include_pings)
+    def events(self, *, include_pings: bool = False, **filters: Any) -> pd.DataFrame:
+        """Accepted events as a DataFrame; filters as :meth:`EventStore.events`
+        (``types``, ``model_id``, ``since``, ``until``, ``by``)."""
+        return self.store.events(include_pings=include_pings, **filters)
 
     def rejections(self) -> pd.DataFrame:
         """Every refused request with its HTTP status and reason."""
         return self.store.rejections()
 
+    def models(self) -> pd.DataFrame:
+        """One row per model with its latest known state (see :meth:`EventStore.models`)."""
+        return self.store.models()
+
+    def timeline(self, model_id: str) -> pd.DataFrame:
+        """One model's events in event-time order (see :meth:`EventStore.timeline`)."""
+        return self.store.timeline(model_id)
+
+    def export(self, path: str | os.PathLike[str], **options: Any) -> Path:
+        """Write the events to Parquet, CSV or JSON lines (see :meth:`EventStore.export`)."""
+        return self.store.export(path, **options)
+
     def count(self, types: Iterable[str] | None = None, include_pings: bool = False) -> int:
         return self.store.count(types, include_pings)
+
+    def replay(self, events: Any, url: str, **options: Any) -> pd.DataFrame:
+        """Send stored events again to ``url`` (see :func:`mp_nb.replay.replay`)."""
+        from .replay import replay
+
+        return replay(self.store, events, url, **options)
 
     def wait_for(
         self,
@@ -169,18 +241,19 @@ class Receiver:
         types: Iterable[str] | str | None = None,
         timeout: float = 30.0,
         include_pings: bool = False,
-        progress: bool = False,
+        progress: bool | None = None,
     ) -> int:
         """Block until at least ``n`` events (of ``types``) are stored; returns the count.
 
-        Raises :class:`~mp_nb.exceptions.WaitTimeout` naming what did arrive.
+        In a notebook a progress line is shown (``progress=None`` = only there). Raises
+        :class:`~mp_nb.exceptions.WaitTimeout` naming what did arrive.
         """
         wanted = [types] if isinstance(types, str) else (list(types) if types else None)
         deadline = time.monotonic() + timeout
-        bar = _Progress(n) if progress else None
+        bar = _Progress(n) if (progress or (progress is None and _in_kernel())) else None
+        seen_to = self.store.max_id()
+        have = self.store.count(wanted, include_pings, up_to_id=seen_to)
         while True:
-            generation = self.store.generation
-            have = self.store.count(wanted, include_pings)
             if bar is not None:
                 bar.update(have)
             if have >= n:
@@ -194,158 +267,524 @@ class Receiver:
                     f"waited {timeout:g} s for {n} events{kinds}, got {have}; "
                     f"stored so far: {what}; rejected requests: {self.store.rejection_count()}"
                 )
+            generation = self.store.generation
+            top = self.store.max_id()
+            if top > seen_to:  # count only the rows that are new since the last look
+                have += self.store.count(wanted, include_pings, after_id=seen_to, up_to_id=top)
+                seen_to = top
+                continue
             self.store.wait_for_commit(generation, min(left, 0.25))
 
-    # ------------------------------------------------------------------ ASGI app
+    # ------------------------------------------------------------------ handlers
 
-    async def _asgi(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    def on(self, event_type: str, fn: Handler, *, duplicates: bool = False) -> Handler:
+        """Run ``fn(event)`` for each stored event of ``event_type`` (``"*"`` = every event).
+
+        ``event`` is a :class:`~mp_nb.store.StoredEvent` (``.id``, ``.type``, ``.model_id``,
+        ``.payload``, ``.event`` typed model, ``.body`` exact bytes). Handlers run after the
+        commit, in arrival order, on one worker thread: they never delay an acknowledgement.
+        A handler that raises is recorded (:meth:`handler_errors`); the others still run.
+        Redeliveries (``duplicate``) are skipped unless ``duplicates=True``; pings always.
+        Returns ``fn``.
+        """
+        if not callable(fn):
+            raise ConfigurationError("fn: give a function taking one StoredEvent")
+        if not isinstance(event_type, str) or not event_type:
+            raise ConfigurationError("event_type: give an event type name, or '*' for all")
+        self._handlers.add(event_type, fn, duplicates=duplicates)
+        return fn
+
+    def handler_errors(self) -> pd.DataFrame:
+        """Every exception a handler raised: when, event id/type/model, handler name, error."""
+        return self._handlers.errors()
+
+    def when_ready(self, fn: Callable[[str], Any], *, existing: bool = False) -> Callable[[str], Any]:
+        """Call ``fn(model_id)`` once per model as soon as it is both processed (success) and
+        active (v2 ``activation_state_changed`` with ``current.state == "active"``), which is
+        when Matterport advises acting on a model. Needs a v2 callback subscribed to
+        ``processed`` and ``activation_state_changed``. ``existing=True`` also calls it for
+        models already ready in the stored history.
+        """
+        fired: set[str] = set()
+        lock = threading.Lock()
+
+        def check(event: StoredEvent) -> None:
+            model_id = event.model_id
+            if model_id is None or model_id in fired:
+                return
+            if self.store.model_state(model_id)["ready"]:
+                with lock:
+                    if model_id in fired:
+                        return
+                    fired.add(model_id)
+                fn(model_id)
+
+        check.__qualname__ = getattr(fn, "__qualname__", repr(fn))
+        if existing:
+            models = self.store.models()
+            for model_id in models.loc[models["ready"], "model_id"]:
+                fired.add(str(model_id))
+                self._handlers.call(fn, str(model_id))
+        for etype in ("processed", "activation_state_changed"):
+            self._handlers.add(etype, check, duplicates=False)
+        return fn
+
+    def wait_until_ready(self, model_id: str, timeout: float = 60.0) -> dict[str, Any]:
+        """Block until ``model_id`` is processed and active; returns its state (a dict).
+
+        Raises :class:`~mp_nb.exceptions.WaitTimeout` saying what is still missing.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            generation = self.store.generation
+            state = self.store.model_state(model_id)
+            if state["ready"]:
+                return state
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise WaitTimeout(
+                    f"model {model_id} not ready after {timeout:g} s: {state['events']} events, "
+                    f"processed={state['processed']}, activation_state={state['activation_state']}"
+                    f", deleted={state['deleted']}; ready needs a successful processed event and "
+                    "activation_state_changed to active (v2 callbacks)"
+                )
+            self.store.wait_for_commit(generation, min(left, 0.25))
+
+    # ------------------------------------------------------------------ requests
+
+    def _shown_headers(self, pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+        return redact_headers(pairs, [self._secret_header] if self._secret_header else [])
+
+    def _refused(self, refusal: ProtocolRefusal, answer: Callable[[], None]) -> None:
+        """A request the protocol layer refused: record it, then let it be answered."""
+        path, _, query = refusal.target.partition("?")
+        client = refusal.client
+        rejection = Rejection(
+            status=refusal.status, reason=refusal.reason, headers=self._shown_headers(
+                refusal.headers), method=refusal.method,
+            remote=f"{client[0]}:{client[1]}" if client else None, path=path, query=query,
+        )  # fmt: skip
+        self.store.submit_rejection(rejection, lambda _id, _err: answer())
+
+    async def _asgi(
+        self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
+    ) -> None:
         if scope["type"] != "http":
             return
-        raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers}
-        method = scope["method"]
+        await _Request(self, scope, receive, send).handle()
+
+
+class _Request:
+    """One HTTP request through the receiver's checks (see the module docstring)."""
+
+    __slots__ = ("headers", "method", "raw_headers", "receive", "receiver", "remote", "scope",
+                 "send")  # fmt: skip
+
+    def __init__(
+        self, receiver: Receiver, scope: dict[str, Any], receive: Callable[..., Any],
+        send: Callable[..., Any],
+    ) -> None:  # fmt: skip
+        self.receiver = receiver
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.raw_headers: list[tuple[bytes, bytes]] = scope["headers"]
+        self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in self.raw_headers}
+        self.method: str = scope["method"]
         client = scope.get("client")
-        remote = f"{client[0]}:{client[1]}" if client else None
-        query = scope.get("query_string", b"").decode("latin-1")
+        self.remote = f"{client[0]}:{client[1]}" if client else None
 
-        def shown_headers() -> dict[str, str]:
-            pairs = ((k.decode("latin-1"), v.decode("latin-1")) for k, v in raw_headers)
-            return redact_headers(pairs, [self._secret_header] if self._secret_header else [])
+    def shown_headers(self) -> dict[str, str]:
+        pairs = ((k.decode("latin-1"), v.decode("latin-1")) for k, v in self.raw_headers)
+        return self.receiver._shown_headers(pairs)
 
-        async def reject(status: int, reason: str, body: bytes = b"", size: int | None = None,
-                         extra: list[tuple[bytes, bytes]] | None = None) -> None:
-            rejection = Rejection(
-                status=status, reason=reason, headers=shown_headers(), method=method,
-                remote=remote, path=scope["path"], query=query, body_head=body,
-                body_size=size if size is not None else (len(body) if body else None),
-            )
-            await _committed(self.store.submit_rejection, rejection)
-            await _respond(send, status, {"error": reason}, extra)
+    @property
+    def query(self) -> str:
+        return self.scope.get("query_string", b"").decode("latin-1")
 
-        if scope["path"] != self.path:
-            await reject(404, f"no endpoint at {scope['path']}; deliveries go to {self.path}")
+    async def reject(
+        self, status: int, reason: str, body: bytes | None = None, size: int | None = None,
+        extra: list[tuple[bytes, bytes]] | None = None, answer: bool = True,
+    ) -> None:  # fmt: skip
+        """Record the refusal (waiting for its commit), then answer it."""
+        if body is None:
+            body, size = await self.body_for_the_record(size)
+        rejection = Rejection(
+            status=status, reason=reason, headers=self.shown_headers(), method=self.method,
+            remote=self.remote, path=self.scope["path"], query=self.query, body_head=body,
+            body_size=size if size is not None else len(body),
+        )
+        await _committed(self.receiver.store.submit_rejection, rejection)
+        if answer:
+            await _respond(self.send, status, {"error": reason}, extra)
+
+    async def body_for_the_record(self, declared: int | None) -> tuple[bytes, int | None]:
+        """The body of a request refused before reading it, for the rejection record; skipped
+        when the sender waits for ``100 Continue`` or declared more than ``max_body``."""
+        if self.headers.get("expect", "").lower() == "100-continue":
+            return b"", declared
+        if declared is not None and declared > self.receiver.max_body:
+            return b"", declared
+        body, problem, _ = await _read_body(
+            self.receive, self.receiver.max_body, min(self.receiver.body_timeout, REJECTED_BODY_WAIT)
+        )
+        return body, (declared if problem else len(body))
+
+    async def handle(self) -> None:
+        r = self.receiver
+        path = self.scope["path"]
+        if path != r.path:
+            await self.reject(404, f"no endpoint at {path}; deliveries go to {r.path}")
             return
-        if method != "POST":
-            await reject(405, f"method {method} not allowed; only POST", extra=[(b"allow", b"POST")])
+        if self.method != "POST":
+            await self.reject(405, f"method {self.method} not allowed; only POST",
+                              extra=[(b"allow", b"POST")])  # fmt: skip
             return
-        problem = check_credentials(headers, self.cred_type, self.cred_key, self.cred_secret)
+        declared_text = self.headers.get("content-length")
+        declared = int(declared_text) if declared_text and declared_text.isdigit() else None
+        problem = self.check_credentials()
         if problem is not None:
-            challenge = b'Basic realm="mp_nb"' if self.cred_type is CredType.basic else b"Bearer"
-            await reject(401, problem, extra=[(b"www-authenticate", challenge)])
+            challenge = b'Basic realm="mp_nb"' if r.cred_type is CredType.basic else b"Bearer"
+            await self.reject(401, problem, size=declared,
+                              extra=[(b"www-authenticate", challenge)])  # fmt: skip
             return
-        declared = headers.get("content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                await reject(400, f"invalid Content-Length {declared!r}")
+        if declared is not None and declared > r.max_body:
+            await self.reject(413, f"body of {declared} bytes is over the {r.max_body}-byte limit",
+                              size=declared, extra=[(b"connection", b"close")])  # fmt: skip
+            return
+        problem, is_json = self.check_content_type()
+        if problem is not None:
+            await self.reject(415, problem, size=declared)
+            return
+        body, problem, detail = await _read_body(self.receive, r.max_body, r.body_timeout)
+        if problem == "too big":
+            await self.reject(413, f"body over the {r.max_body}-byte limit", body,
+                              detail, extra=[(b"connection", b"close")])  # fmt: skip
+            return
+        if problem == "slow":
+            await self.reject(408, f"body not complete within {r.body_timeout:g} s "
+                              f"({len(body)} bytes arrived)", body, declared,
+                              extra=[(b"connection", b"close")])  # fmt: skip
+            return
+        if problem == "closed":
+            if REFUSED_SCOPE_KEY in self.scope:  # bad bytes mid-body: the protocol answered
                 return
-            if int(declared) > self.max_body:
-                await reject(413, f"body of {declared} bytes is over the {self.max_body}-byte limit",
-                             size=int(declared))
-                return
-        encoding = headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("", "identity"):
-            await reject(415, f"Content-Encoding {encoding!r} not supported; send identity")
-            return
-        ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        is_json = ctype in JSON_TYPES or ctype.endswith("+json") or ctype == ""
-        if not is_json and not ctype.startswith(RAW_TYPES):
-            await reject(415, f"Content-Type {ctype!r} not readable; send application/json")
-            return
-        body, too_big = await _read_body(receive, self.max_body)
-        if too_big:
-            await reject(413, f"body over the {self.max_body}-byte limit", body[:256], len(body))
+            of = f" of {declared}" if declared is not None else ""
+            await self.reject(400, f"truncated body: connection closed after {len(body)}{of} "
+                              "bytes", body, declared, answer=False)  # fmt: skip
             return
         payload: dict[str, Any] | None = None
         if is_json:
-            try:
-                parsed = json.loads(body)
-            except (UnicodeDecodeError, ValueError) as exc:
-                await reject(400, f"invalid JSON: {exc}", body)
-                return
-            if not isinstance(parsed, dict):
-                await reject(400, f"JSON body is a {type(parsed).__name__}, not an object", body)
+            parsed, problem = _parse_json(body)
+            if problem is not None:
+                await self.reject(400, problem, body)
                 return
             payload = parsed
         delivery = Delivery(
-            body=body, headers=shown_headers(), remote=remote, path=scope["path"], query=query,
-            content_type=headers.get("content-type"), payload=payload,
-            auth="verified" if self.cred_type else "none",
+            body=body, headers=self.shown_headers(), remote=self.remote, path=path,
+            query=self.query, content_type=self.headers.get("content-type"), payload=payload,
+            auth="verified" if r.cred_type else "none",
         )
         try:
-            row_id = await _committed(self.store.submit_event, delivery)
+            row_id = await _committed(r.store.submit_event, delivery)
         except Exception as exc:
-            log.exception("could not store a delivery")
-            await _respond(send, 503, {"error": f"store unavailable: {type(exc).__name__}"})
+            log.warning("could not store a delivery: %s", exc)
+            await _respond(self.send, 503, {"error": f"store unavailable: {type(exc).__name__}"})
             return
-        await _respond(send, 200, {"ok": True, "id": row_id})
+        await _respond(self.send, 200, {"ok": True, "id": row_id})
+
+    def check_credentials(self) -> str | None:
+        r = self.receiver
+        if r.cred_type is None:
+            return None
+        name = (r._secret_header or "authorization").encode("latin-1")
+        if sum(1 for k, _ in self.raw_headers if k == name) > 1:
+            return f"more than one {name.decode()} header"
+        return check_credentials(self.headers, r.cred_type, r.cred_key, r.cred_secret)
+
+    def check_content_type(self) -> tuple[str | None, bool]:
+        """(why the body cannot be read, or None; whether it is to be parsed as JSON)."""
+        encoding = self.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            return f"Content-Encoding {encoding!r} not supported; send identity", False
+        ctype, _, params = self.headers.get("content-type", "").partition(";")
+        ctype = ctype.strip().lower()
+        is_json = ctype in JSON_TYPES or ctype.endswith("+json") or ctype == ""
+        if not is_json and not ctype.startswith(RAW_TYPES):
+            return f"Content-Type {ctype!r} not readable; send application/json", False
+        for param in params.split(";"):
+            key, _, value = param.partition("=")
+            charset = value.strip().strip('"').lower()
+            if key.strip().lower() == "charset" and is_json and charset not in UTF8_NAMES:
+                return f"charset {charset!r} not supported for JSON; send UTF-8", False
+        return None, is_json
+
+
+def _parse_json(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """The JSON object in ``body``, or why there is none (strict UTF-8 and RFC 8259 JSON)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"body is not UTF-8: {exc.reason} at byte {exc.start}"
+    try:
+        parsed = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        return None, "invalid JSON: nested too deeply"
+    except ValueError as exc:  # JSONDecodeError, and int() over the digit limit
+        return None, f"invalid JSON: {exc}"
+    if not isinstance(parsed, dict):
+        return None, f"JSON body is a {type(parsed).__name__}, not an object"
+    return parsed, None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+async def _read_body(
+    receive: Callable[..., Any], limit: int, timeout: float
+) -> tuple[bytes, str | None, int | None]:
+    """(body, problem, size): problem is None, ``"too big"``, ``"slow"`` or ``"closed"``."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with _deadline(timeout):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return b"".join(chunks), "closed", size
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    return (b"".join(chunks) + chunk)[:limit], "too big", size
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks), None, size
+    except TimeoutError:
+        return b"".join(chunks), "slow", size
+
+
+def _deadline(seconds: float) -> Any:
+    """``asyncio.timeout`` (3.11+), or a cancel-based stand-in on Python 3.10."""
+    timeout = getattr(asyncio, "timeout", None)
+    if timeout is not None:
+        return timeout(seconds)
+    return _LegacyDeadline(seconds)
+
+
+class _LegacyDeadline:
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.fired = False
+        self.handle: asyncio.TimerHandle | None = None
+
+    async def __aenter__(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+
+        def fire() -> None:
+            self.fired = True
+            task.cancel()
+
+        self.handle = asyncio.get_running_loop().call_later(self.seconds, fire)
+
+    async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        if self.handle is not None:
+            self.handle.cancel()
+        if self.fired and kind is asyncio.CancelledError:
+            raise TimeoutError
+        return False
+
+
+class _Acks:
+    """Commit notifications for one event loop, delivered in one wake-up per writer batch."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.pending: list[tuple[asyncio.Future[int], int | None, BaseException | None]] = []
+
+    def done(self, future: asyncio.Future[int]) -> Callable[[int | None, BaseException | None], None]:
+        def settle(row_id: int | None, error: BaseException | None) -> None:
+            with self.lock:
+                self.pending.append((future, row_id, error))
+                first = len(self.pending) == 1
+            if first:
+                with contextlib.suppress(RuntimeError):  # loop already closed
+                    self.loop.call_soon_threadsafe(self.flush)
+
+        return settle
+
+    def flush(self) -> None:
+        with self.lock:
+            pending, self.pending = self.pending, []
+        for future, row_id, error in pending:
+            if future.done():
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(row_id)  # type: ignore[arg-type]
+
+
+_acks: dict[asyncio.AbstractEventLoop, _Acks] = {}
 
 
 async def _committed(submit: Callable[..., None], item: Any) -> int:
     """Hand ``item`` to the store's writer and await its commit from the event loop."""
-    import asyncio
-
     loop = asyncio.get_running_loop()
+    acks = _acks.get(loop)
+    if acks is None:
+        for old in [k for k in _acks if k.is_closed()]:
+            del _acks[old]
+        acks = _acks[loop] = _Acks(loop)
     future: asyncio.Future[int] = loop.create_future()
-
-    def done(row_id: int | None, error: BaseException | None) -> None:
-        loop.call_soon_threadsafe(_settle, future, row_id, error)
-
-    submit(item, done)
+    submit(item, acks.done(future))
     return await future
-
-
-def _settle(future: Any, row_id: int | None, error: BaseException | None) -> None:
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(row_id)
-
-
-async def _read_body(receive: Callable[..., Any], limit: int) -> tuple[bytes, bool]:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return b"".join(chunks) + chunk, True
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks), False
 
 
 async def _respond(
     send: Callable[..., Any], status: int, data: dict[str, Any],
     extra: list[tuple[bytes, bytes]] | None = None,
-) -> None:
+) -> None:  # fmt: skip
     body = json.dumps(data).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     with contextlib.suppress(Exception):
-        await send({"type": "http.response.start", "status": status, "headers": headers + (extra or [])})
+        await send({"type": "http.response.start", "status": status,
+                    "headers": headers + (extra or [])})  # fmt: skip
         await send({"type": "http.response.body", "body": body})
 
 
+# ---------------------------------------------------------------------- handlers
+
+
+@dataclass
+class _Registration:
+    event_type: str
+    fn: Callable[..., Any]
+    duplicates: bool
+
+    @property
+    def name(self) -> str:
+        return getattr(self.fn, "__qualname__", None) or repr(self.fn)
+
+
+class _Dispatcher:
+    """Runs handlers on one worker thread, fed by the store's commit listener."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self.handlers: list[_Registration] = []
+        self.queue: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+        self._errors: list[dict[str, Any]] = []
+        self.listening = False
+
+    def add(self, event_type: str, fn: Callable[..., Any], *, duplicates: bool) -> None:
+        with self.lock:
+            self.handlers.append(_Registration(event_type, fn, duplicates))
+            if not self.listening:
+                self.store.on_commit(self._committed)
+                self.listening = True
+        self._ensure_thread()
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the worker thread (errors recorded like a handler's)."""
+        self._ensure_thread()
+        self.queue.put(("call", (fn, args)))
+
+    def _committed(self, ids: list[int]) -> None:
+        self.queue.put(("ids", ids))
+        if self.thread is None or not self.thread.is_alive():  # stopped, then started again
+            self._ensure_thread()
+
+    def _ensure_thread(self) -> None:
+        with self.lock:
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="mp-nb-handlers", daemon=True)
+                self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            kind, value = item
+            if kind == "call":
+                fn, args = value
+                self._guarded(fn, args, None)
+                continue
+            for event in self.store.get(value):
+                if event.ping:
+                    continue
+                for reg in list(self.handlers):
+                    if reg.event_type not in ("*", event.type):
+                        continue
+                    if event.duplicate and not reg.duplicates:
+                        continue
+                    self._guarded(reg.fn, (event,), event)
+
+    def _guarded(self, fn: Callable[..., Any], args: tuple[Any, ...], event: StoredEvent | None) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:
+            name = getattr(fn, "__qualname__", None) or repr(fn)
+            log.warning("handler %s failed on event %s: %s", name, event and event.id, exc)
+            with self.lock:
+                self._errors.append({
+                    "at": pd.Timestamp.now(tz="UTC"),
+                    "event_id": event.id if event else None,
+                    "event_type": event.type if event else None,
+                    "model_id": event.model_id if event else (args[0] if args else None),
+                    "handler": name,
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": "".join(traceback.format_exception(exc)),
+                })  # fmt: skip
+
+    def errors(self) -> pd.DataFrame:
+        with self.lock:
+            rows = list(self._errors)
+        columns = ["at", "event_id", "event_type", "model_id", "handler", "error", "traceback"]
+        frame = pd.DataFrame(rows, columns=columns)
+        frame["event_id"] = frame["event_id"].astype("Int64")
+        for col in ("event_type", "model_id", "handler", "error", "traceback"):
+            frame[col] = frame[col].astype(pd.StringDtype())
+        frame["at"] = pd.to_datetime(frame["at"], utc=True)
+        return frame
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Let queued handlers finish (up to ``timeout``), then end the worker."""
+        with self.lock:
+            thread = self.thread
+        if thread is not None and thread.is_alive():
+            self.queue.put(None)
+            thread.join(timeout)
+
+
+# ---------------------------------------------------------------------- notebook progress
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
 class _Progress:
-    """A one-line progress display for wait_for (a text line outside Jupyter)."""
+    """A one-line progress display for wait_for, updated in place in a notebook."""
 
     def __init__(self, total: int) -> None:
         self.total = total
         self._handle: Any = None
         self._last = -1
-        try:
-            from IPython import get_ipython
+        if _in_kernel():
             from IPython.display import display
 
-            if get_ipython() is not None and getattr(get_ipython(), "kernel", None) is not None:
-                self._handle = display(self._text(0), display_id=True)
-        except ImportError:
-            pass
+            self._handle = display(self._text(0), display_id=True)
 
     def _text(self, have: int) -> str:
         return f"received {min(have, self.total)}/{self.total} events"
@@ -356,4 +795,3 @@ class _Progress:
         self._last = have
         if self._handle is not None:
             self._handle.update(self._text(have))
-
