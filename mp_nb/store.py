@@ -768,6 +768,7 @@ class EventStore:
         if now < self._retention_due:
             return
         self._retention_due = now + RETENTION_EVERY
+        deleted = 0
         try:
             conn.execute("BEGIN IMMEDIATE")
             for table in ("events", "rejections"):
@@ -781,7 +782,7 @@ class EventStore:
                     cut = max(cut, _age_cut(conn, table, time.time_ns() - int(self.max_age * 1e9)))
                 cut = min(cut, top - 1)  # never the newest row: ids must not be reused
                 if cut > 0:
-                    conn.execute(f"DELETE FROM {table} WHERE id <= ?", (cut,))
+                    deleted += conn.execute(f"DELETE FROM {table} WHERE id <= ?", (cut,)).rowcount
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             log.warning("retention pass failed: %s", exc)
@@ -789,6 +790,11 @@ class EventStore:
                 conn.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
+            return
+        if deleted:  # readers waiting on commits see the shorter history too
+            with self._committed:
+                self._generation += 1
+                self._committed.notify_all()
 
     def wait_for_commit(self, generation: int, timeout: float | None) -> int:
         """Block until a commit newer than ``generation`` happens; returns the new generation."""

@@ -1,0 +1,332 @@
+"""History over real loopback HTTP: duplicates flagged, out-of-order arrivals marked, per-model
+state by event time, filters, incremental refresh, export, retention, handlers, readiness,
+the ``mp-nb receive`` / ``mp-nb events`` commands, and public-exposure rules."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import threading
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pandas as pd
+import pytest
+
+from mp_nb import ConfigurationError, Receiver, WaitTimeout, open_store
+
+USER, SECRET = "hist", "hist-secret"
+AUTH = {"Authorization": "Basic " + base64.b64encode(f"{USER}:{SECRET}".encode()).decode()}
+T0 = datetime(2026, 11, 2, 9, 0, tzinfo=timezone.utc)
+
+
+def v1(etype: str, model: str, minutes: float, **extra) -> dict:
+    ms = int((T0 + timedelta(minutes=minutes)).timestamp() * 1000)
+    return {"type": etype, "modelId": model, "timestamp": ms, **extra}
+
+
+def v2(etype: str, model: str, minutes: float, body: dict) -> dict:
+    at = (T0 + timedelta(minutes=minutes)).isoformat().replace("+00:00", "Z")
+    return {"modelId": model, "version": 1, "webhookId": "wh1", "timestamp": at,
+            "type": etype, "body": body}  # fmt: skip
+
+
+def state(prev: str, cur: str) -> dict:
+    return {"previous": {"state": prev}, "current": {"state": cur}}
+
+
+@pytest.fixture
+def receiver(tmp_path):
+    with Receiver(cred_type="basic", cred_key=USER, cred_secret=SECRET,
+                  db=tmp_path / "history.sqlite3") as r:  # fmt: skip
+        yield r
+
+
+@pytest.fixture
+def post(receiver):
+    with httpx.Client(trust_env=False, timeout=10) as http:
+
+        def send(payload: dict | bytes) -> int:
+            body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+            response = http.post(receiver.url, content=body,
+                                 headers={**AUTH, "Content-Type": "application/json"})  # fmt: skip
+            assert response.status_code == 200, response.text
+            return response.json()["id"]
+
+        yield send
+
+
+def test_duplicate_deliveries_are_flagged_never_dropped(receiver, post):
+    body = json.dumps(v1("processed", "DUP00000001", 1, data={"success": "true"})).encode()
+    first = post(body)
+    post(v1("uploaded", "DUP00000001", 0))
+    second, third = post(body), post(body)
+    frame = receiver.events()
+    assert len(frame) == 4
+    assert frame["duplicate"].tolist() == [False, False, True, True]
+    assert frame["duplicate_of"].tolist()[2:] == [first, first]
+    assert frame["duplicate_of"].isna().tolist()[:2] == [True, True]
+    assert receiver.store.raw_body(second) == receiver.store.raw_body(third) == body
+    assert receiver.models().set_index("model_id").loc["DUP00000001", "duplicates"] == 2
+
+
+def test_out_of_order_arrivals_are_marked_per_model(receiver, post):
+    post(v1("updated", "ORDER000001", 10))
+    late = post(v1("processed", "ORDER000001", 5, data={"success": "true"}))
+    post(v1("uploaded", "OTHER000001", 1))  # earlier than model ORDER's, but another model
+    post(v1("updated", "ORDER000001", 10))  # equal time: not out of order (also a duplicate)
+    post(v1("deleted", "ORDER000001", 20))
+    frame = receiver.events()
+    assert frame["out_of_order"].tolist() == [False, True, False, False, False]
+    line = receiver.timeline("ORDER000001")
+    assert line["id"].tolist()[0] == late  # event-time order, not arrival order
+    assert line["event_time"].is_monotonic_increasing
+    assert (line["lag"] > pd.Timedelta(0)).all()
+    assert line["out_of_order"].tolist() == [True, False, False, False]
+
+
+def test_models_show_latest_state_by_event_time(receiver, post):
+    post(v2("created", "READY000001", 0, {"type": "processing"}))
+    post(v2("processed", "READY000001", 5, {"status": "succeeded", "error": ""}))
+    post(v2("activation_state_changed", "READY000001", 9, state("pending", "active")))
+    post(v2("activation_state_changed", "READY000001", 7, state("inactive", "pending")))  # late
+    post(v2("visibility_changed", "READY000001", 8, {"previous": {"accessVisibility": "private"},
+                                                      "current": {"accessVisibility": "public"}}))
+    post(v2("processed", "FAILED00001", 5, {"status": "failed", "error": "alignment"}))
+    post(v2("activation_state_changed", "FAILED00001", 6, state("pending", "active")))
+    post(v1("processed", "GONE0000001", 1, data={"success": "true"}))
+    post(v2("activation_state_changed", "GONE0000001", 2, state("pending", "active")))
+    post(v2("deleted", "GONE0000001", 3, {}))
+    models = receiver.models().set_index("model_id")
+    ready = models.loc["READY000001"]
+    assert ready["activation_state"] == "active" and ready["visibility"] == "public"
+    assert bool(ready["processed"]) and bool(ready["ready"]) and ready["out_of_order"] == 2
+    assert ready["events"] == 5 and ready["last_type"] == "activation_state_changed"
+    assert not bool(models.loc["FAILED00001", "ready"])
+    assert not bool(models.loc["FAILED00001", "processed"])
+    gone = models.loc["GONE0000001"]
+    assert bool(gone["deleted"]) and not bool(gone["ready"])
+    assert receiver.store.model_state("NEVERSEEN01")["events"] == 0
+    states = receiver.timeline("READY000001")["state"].tolist()
+    assert states[2:] == ["pending", "public", "active"]
+
+
+def test_filters_by_type_model_time_and_pings(receiver, post):
+    post(v1("uploaded", "FILTER00001", 0))
+    post(v1("processed", "FILTER00001", 30, data={"success": "true"}))
+    post(v1("uploaded", "FILTER00002", 60))
+    post({"type": "processed", "modelId": "PING0000000", "ping": True, "timestamp": 0})
+    assert len(receiver.events()) == 3 and len(receiver.events(include_pings=True)) == 4
+    assert receiver.events(types="uploaded")["model_id"].tolist() == ["FILTER00001",
+                                                                      "FILTER00002"]
+    assert len(receiver.events(types=["uploaded", "processed"], model_id="FILTER00001")) == 2
+    by_event = receiver.events(since=T0 + timedelta(minutes=15), by="event_time")
+    assert by_event["model_id"].tolist() == ["FILTER00001", "FILTER00002"]
+    window = receiver.events(since="2026-11-02T09:10:00", until=T0 + timedelta(minutes=45),
+                             by="event_time")  # fmt: skip
+    assert window["type"].astype(str).tolist() == ["processed"]
+    assert len(receiver.events(since=timedelta(minutes=5))) == 3  # received just now
+    assert len(receiver.events(until=timedelta(minutes=5))) == 0
+    with pytest.raises(ConfigurationError, match="since"):
+        receiver.events(since="not a time")
+    with pytest.raises(ConfigurationError, match="by"):
+        receiver.events(by="remote")
+
+
+def test_incremental_refresh_keeps_frames_independent(receiver, post):
+    post(v1("uploaded", "INCR0000001", 0))
+    first = receiver.events()
+    first.loc[0, "model_id"] = "CHANGED"  # a user edits their copy
+    post(v1("bundle_requested", "INCR0000001", 1, bundleId="bim:cad"))
+    second = receiver.events()
+    assert len(first) == 1 and len(second) == 2
+    assert second["model_id"].tolist() == ["INCR0000001", "INCR0000001"]
+    assert "bundle_requested" in second["type"].cat.categories
+    assert str(second["received_at"].dtype) == "datetime64[ns, UTC]"
+    assert second["id"].tolist() == sorted(second["id"])
+    reopened = open_store(receiver.db_path).events()
+    pd.testing.assert_frame_equal(reopened, receiver.events())
+
+
+def test_export_parquet_csv_json(receiver, post, tmp_path):
+    for i in range(5):
+        post(v1("processed" if i % 2 else "uploaded", f"EXPORT{i:05d}", i))
+    parquet = receiver.export(tmp_path / "out" / "events.parquet")
+    back = pd.read_parquet(parquet)
+    assert back["id"].tolist() == receiver.events()["id"].tolist()
+    assert back["type"].astype(str).tolist() == receiver.events()["type"].astype(str).tolist()
+    assert back["received_at"].dt.tz is not None
+    csv = receiver.store.export(tmp_path / "events.csv", types="processed")
+    assert len(pd.read_csv(csv)) == 2
+    lines = receiver.export(tmp_path / "events.jsonl").read_text().splitlines()
+    assert [json.loads(line)["model_id"] for line in lines] == [f"EXPORT{i:05d}" for i in range(5)]
+    with pytest.raises(ConfigurationError, match="format"):
+        receiver.export(tmp_path / "events.xlsx")
+
+
+def _settled(receiver: Receiver, check) -> pd.DataFrame:
+    """events() once ``check(frame)`` holds: retention runs on the writer after the ack."""
+    deadline = datetime.now() + timedelta(seconds=10)
+    while True:
+        generation = receiver.store.generation
+        frame = receiver.events()
+        if check(frame) or datetime.now() > deadline:
+            return frame
+        receiver.store.wait_for_commit(generation, 0.5)
+
+
+def test_retention_keeps_newest_rows(receiver, post):
+    for i in range(12):
+        post(v1("uploaded", f"KEEP{i:07d}", i))
+    before = receiver.events()  # cached; retention must show through the cache
+    assert len(before) == 12
+    receiver.store.set_retention(max_rows=5)  # applies from the writer's next batch
+    post(v1("uploaded", "KEEP0000012", 12))
+    kept = _settled(receiver, lambda f: len(f) == 5)
+    assert kept["model_id"].tolist() == [f"KEEP{i:07d}" for i in range(8, 13)]
+    receiver.store.set_retention(max_age=timedelta(milliseconds=1))
+    post(v1("uploaded", "KEEP0000013", 13))
+    newest = _settled(receiver, lambda f: len(f) == 1)
+    assert newest["model_id"].tolist() == ["KEEP0000013"]  # never the newest
+    post(v1("uploaded", "KEEP0000014", 14))
+    assert receiver.events()["id"].iloc[-1] > kept["id"].iloc[-1]  # ids are never reused
+    with pytest.raises(ConfigurationError, match="max_rows"):
+        receiver.store.set_retention(max_rows=0)
+
+
+def test_handlers_run_after_commit_without_delaying_acks(receiver, post):
+    release = threading.Event()
+    seen: list[tuple[str, int, str]] = []
+    done = threading.Event()
+
+    def slow(event):
+        release.wait(10)
+        seen.append(("slow", event.id, event.type))
+
+    def typed(event):
+        seen.append(("typed", event.id, type(event.event).__name__))
+        if event.model_id == "HANDLER0003":
+            done.set()
+
+    def broken(event):
+        raise ValueError(f"cannot handle {event.model_id}")
+
+    receiver.on("processed", slow)
+    receiver.on("*", broken)
+    receiver.on("processed", typed)
+    body = json.dumps(v1("processed", "HANDLER0001", 1, data={"success": "true"})).encode()
+    first = post(body)  # answered while `slow` is still blocked on its first event
+    assert receiver.events()["id"].tolist() == [first]
+    post(body)  # a duplicate: handlers skip it by default
+    post(v1("uploaded", "HANDLER0002", 2))
+    post(v1("processed", "HANDLER0003", 3, data={"success": "true"}))
+    assert seen == []
+    release.set()
+    assert done.wait(10)
+    assert [s[:2] for s in seen] == [("slow", 1), ("typed", 1), ("slow", 4), ("typed", 4)]
+    assert seen[1][2] == "Processed"
+    errors = receiver.handler_errors()
+    assert errors["event_id"].tolist() == [1, 3, 4]
+    assert errors["handler"].str.endswith("broken").all()
+    assert errors["error"].iloc[0] == "ValueError: cannot handle HANDLER0001"
+    post(v1("updated", "HANDLER0004", 4))
+    assert receiver.count() == 5
+
+
+def test_when_ready_and_wait_until_ready(receiver, mp_local_api, mp_client):
+    mp_client.add_callback(receiver.url, ["processed", "activation_state_changed"], version=2,
+                           cred_type="basic", cred_key=USER, cred_secret=SECRET)  # fmt: skip
+    ready: list[str] = []
+    called = threading.Event()
+
+    def on_ready(model_id: str) -> None:
+        ready.append(model_id)
+        called.set()
+
+    receiver.when_ready(on_ready)
+    sim = mp_local_api.simulate
+    good = sim.upload()
+    sim.process(good)
+    state = receiver.wait_until_ready(good, timeout=20)
+    assert state["processed"] is True and state["activation_state"] == "active"
+    assert called.wait(10) and ready == [good]
+    bad = sim.upload()
+    sim.process(bad, success=False)
+    mp_local_api.drain(10)
+    with pytest.raises(WaitTimeout, match=rf"model {bad} not ready .*processed=False"):
+        receiver.wait_until_ready(bad, timeout=0.3)
+    sim.process(good)  # processed again: already fired, not called twice
+    mp_local_api.drain(10)
+    receiver.wait_for(5, timeout=10)
+    assert ready == [good]
+    assert receiver.handler_errors().empty
+
+
+def test_mp_nb_receive_prints_one_line_per_event(tmp_path):
+    db = tmp_path / "cli.sqlite3"
+    env = {**os.environ, "MP_NB_CRED_SECRET": SECRET, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "mp_nb.cli", "receive", "--port", "0", "--db", str(db),
+           "--cred-type", "basic", "--cred-key", USER, "--count", "3"]  # fmt: skip
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, stdin=subprocess.DEVNULL) as proc:  # fmt: skip
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()
+        assert banner.startswith("receiving on http://127.0.0.1:"), banner
+        url = banner.split()[2]
+        assert SECRET not in banner
+        with httpx.Client(trust_env=False, timeout=10) as http:
+            for payload in (v1("uploaded", "CLI00000001", 0), v1("uploaded", "CLI00000001", 0),
+                            v1("processed", "CLI00000001", 1, data={"success": "true"})):
+                assert http.post(url, json=payload, headers=AUTH).status_code == 200
+            assert http.post(url, json=payload).status_code == 401
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    lines = out.strip().splitlines()
+    assert len(lines) == 3
+    assert "uploaded" in lines[0] and "duplicate-of=1" in lines[1]
+    assert "processed" in lines[2] and "success=True" in lines[2]
+    assert SECRET not in out + err
+    for fmt, check in (("csv", lambda text: len(pd.read_csv(__import__("io").StringIO(text)))),
+                       ("json", lambda text: len(text.strip().splitlines()))):
+        done = subprocess.run([sys.executable, "-m", "mp_nb.cli", "events", "--db", str(db),
+                               "--format", fmt], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert check(done.stdout) == 3
+
+
+def test_public_binding_needs_credentials(tmp_path):
+    with pytest.raises(ConfigurationError, match="host"):
+        Receiver(host="0.0.0.0", db=tmp_path / "open.sqlite3", start=False)
+    with Receiver(host="0.0.0.0", cred_type="token", cred_secret="pub-token",
+                  db=tmp_path / "public.sqlite3") as r:  # fmt: skip
+        local = f"http://127.0.0.1:{r.port}/webhook"
+        with httpx.Client(trust_env=False, timeout=5) as http:
+            assert http.post(local, json={"type": "x"}).status_code == 401
+            ok = http.post(local, json={"type": "x"},
+                           headers={"Authorization": "Bearer pub-token"})  # fmt: skip
+            assert ok.status_code == 200
+
+
+def test_rerun_on_same_port_replaces_and_threads_never_print(tmp_path, capfd):
+    first = Receiver(db=tmp_path / "a.sqlite3")
+    first.on("*", lambda event: 1 / 0)
+    second = None
+    try:
+        with httpx.Client(trust_env=False, timeout=5) as http:
+            assert http.post(first.url, json={"type": "uploaded"}).status_code == 200
+            assert http.post(first.url, content=b"{bad").status_code == 400
+            second = Receiver(db=tmp_path / "b.sqlite3", port=first.port)
+            assert not first.running and second.url == first.url
+            assert http.post(second.url, json={"type": "processed"}).status_code == 200
+        assert open_store(first.db_path).events()["type"].astype(str).tolist() == ["uploaded"]
+        assert second.events()["type"].astype(str).tolist() == ["processed"]
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    assert len(first.handler_errors()) == 1
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
