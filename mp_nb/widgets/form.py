@@ -61,7 +61,7 @@ class KeyValueRows:
         self.add_button = button(add_label, icon="plus")
         self.add_button.on_click(lambda _b: self.add())
         self.rows_box = w.VBox()
-        self.box = w.VBox([self.rows_box, self.add_button])
+        self.box = w.VBox([self.rows_box, w.HBox([self.add_button])])
 
     def add(self, key: str = "", value: str = "") -> None:
         """Append a row (empty by default)."""
@@ -150,7 +150,7 @@ class CallbackForm(View):
         self.title = w.HTML()
         self.mode = w.ToggleButtons(
             options=[("URL", "url"), ("scheme · host · port · path", "parts")], value="url",
-            description="Callback", style={**LABEL_STYLE, "button_width": "auto"})
+            style={"button_width": "auto"})
         self.url = w.Text(description="URL", placeholder="https://example.com/hooks/matterport",
                           style=LABEL_STYLE, layout=WIDE)
         self.scheme = w.Dropdown(options=["https", "http"], value="https", description="Scheme",
@@ -162,7 +162,7 @@ class CallbackForm(View):
         self.path = w.Text(description="Path", placeholder="hooks/matterport", style=LABEL_STYLE,
                            layout=WIDE)
         self.version = w.ToggleButtons(options=[("1 (legacy)", 1), ("2", 2)], value=version,
-                                       description="Webhook version", style=LABEL_STYLE)
+                                       style={"button_width": "90px"})
         self.type_boxes: dict[str, w.Checkbox] = {}
         self.types_grid = w.GridBox(layout=w.Layout(
             grid_template_columns="repeat(3, 210px)", grid_gap="0 8px"))
@@ -176,7 +176,7 @@ class CallbackForm(View):
             add_label="add header", on_change=lambda: self._changed("additional_headers"))
         self.cred_type = w.ToggleButtons(
             options=[("none", ""), ("basic", "basic"), ("token", "token")], value="",
-            description="Credentials", style=LABEL_STYLE)
+            style={"button_width": "90px"})
         self.cred_key = w.Text(style=LABEL_STYLE, layout=WIDE)
         self.cred_secret = w.Password(description="Secret", style=LABEL_STYLE, layout=WIDE)
         self.submit_button = button("Register", style="primary", icon="check")
@@ -190,18 +190,22 @@ class CallbackForm(View):
             self.scheme, self.host, self.error_lines["host"], self.port, self.error_lines["port"],
             self.path, self.error_lines["path"]])
         self._headers_row = w.VBox([
-            w.HTML("<b>Additional headers</b> (webhook version 2)"), self.headers.box,
+            _heading("Additional headers", "sent with every delivery; webhook version 2"),
+            self.headers.box,
             self.error_lines["additional_headers"]])
         self._cred_fields = w.VBox([self.cred_key, self.cred_secret])
         self.widget = Panel("mp_nb CallbackForm", [
             self.title,
-            self.mode, self._location_url, self._location_parts,
-            w.HTML("<b>Query parameters</b>"), self.query_params.box,
+            _heading("Callback URL"), self.mode, self._location_url, self._location_parts,
+            _heading("Query parameters", "added to the URL of every delivery"),
+            self.query_params.box,
             self.error_lines["query_params"],
-            self.version,
-            w.HBox([w.HTML("<b>Event types</b>"), self.all_types, self.no_types]),
+            _heading("Webhook version"), self.version,
+            w.HBox([_heading("Event types", margin="0"), self.all_types, self.no_types],
+                   layout=w.Layout(align_items="center", margin="8px 0 0 0")),
             self.types_grid, self.error_lines["event_types"],
             self._headers_row,
+            _heading("Credentials", "how the endpoint knows it is Matterport"),
             self.cred_type, self._cred_fields, self.error_lines["credentials"],
             w.HBox([self.submit_button, self.new_button]), self.status,
         ], owner=self, layout=w.Layout(padding="4px"))
@@ -345,6 +349,9 @@ class CallbackForm(View):
             self.last_result, self.last_error = result, None
             if editing:
                 self.edit(result)  # keep editing the stored state
+            else:  # the emptied secret is not a mistake to point at
+                self._touched, self._submitted = set(), False
+                self._show_errors()
             verb = "Saved" if editing else "Registered"
             self.status.value = message_html(f"{verb} callback {result.id} → {result.url}", OK_STYLE)
             for listener in list(self._listeners):
@@ -544,6 +551,11 @@ class CallbackForm(View):
             self.submit_button.description = "Save changes"
             self.new_button.layout.display = ""
         self._set_secret_placeholder()
+
+
+def _heading(text: str, note: str = "", margin: str = "8px 0 0 0") -> w.HTML:
+    hint = f' <span style="{MUTED_STYLE}">{html.escape(note)}</span>' if note else ""
+    return w.HTML(f"<b>{html.escape(text)}</b>{hint}", layout=w.Layout(margin=margin))
 
 
 def _has_password(url: str) -> bool:

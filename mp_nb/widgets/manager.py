@@ -32,8 +32,9 @@ log = logging.getLogger(__name__)
 
 __all__ = ["CallbackManager", "CallbackRow"]
 
-COLUMNS = ("id", "version", "event types", "URL", "", "")
-GRID_COLUMNS = "minmax(120px, auto) 60px minmax(140px, 1fr) minmax(180px, 1.4fr) auto 150px"
+COLUMNS = ("id", "version", "event types", "URL", "")
+GRID_COLUMNS = "max-content max-content minmax(140px, 1fr) minmax(180px, 1.4fr) max-content"
+CELL = '<div style="line-height:1.35;padding:3px 0">{}</div>'
 
 
 @dataclass
@@ -285,9 +286,8 @@ class CallbackManager(View):
         cells: list[w.Widget] = [
             w.HTML(f"<code>{html.escape(cb.id)}</code>"),
             w.Label(str(cb.version or 1)),
-            w.HTML(html.escape(", ".join(cb.event_types))),
-            w.HTML(f'<span style="word-break:break-all">{html.escape(cb.url or "")}</span>'),
-            w.HBox([edit, ping, remove]),
-            result,
+            w.HTML(CELL.format(html.escape(", ".join(cb.event_types)))),
+            w.HTML(CELL.format(f'<span style="word-break:break-all">{html.escape(cb.url or "")}</span>')),
+            w.VBox([w.HBox([edit, ping, remove]), result]),
         ]
         return CallbackRow(cb, edit, ping, remove, result, cells)
