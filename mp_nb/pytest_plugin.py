@@ -1,6 +1,7 @@
 """pytest fixtures for testing your own Matterport webhook code offline.
 
-Installed with mp_nb (entry point ``pytest11``), so any test suite can use them::
+Installed with mp_nb (entry point ``pytest11``), so any test suite that has mp_nb installed
+can use them — no conftest, no imports::
 
     def test_my_service_handles_processed(mp_local_api, mp_client, mp_receiver):
         mp_client.add_callback(mp_receiver.url, ["processed"], **mp_receiver.credentials)
@@ -9,10 +10,18 @@ Installed with mp_nb (entry point ``pytest11``), so any test suite can use them:
         mp_receiver.wait_for(1, types="processed")
         assert mp_receiver.events()["model_id"].iloc[0] == model
 
-* ``mp_local_api`` — a running :class:`~mp_nb.LocalModelApi` (fast retries), stopped after the test;
-* ``mp_client`` — a :class:`~mp_nb.ModelApiClient` authenticated against it;
-* ``mp_receiver`` — a running :class:`~mp_nb.Receiver` with basic credentials and a store in
-  ``tmp_path``; ``mp_receiver.credentials`` holds the matching ``add_callback`` arguments.
+* ``mp_local_api`` — a running :class:`~mp_nb.LocalModelApi` on a free loopback port with
+  fast retries (3 attempts, 10 ms backoff, 5 s timeout); ``.simulate`` drives model
+  lifecycles, ``.attempts()`` is the delivery log, ``.drain()`` waits for deliveries.
+  Stopped after the test.
+* ``mp_client`` — a :class:`~mp_nb.ModelApiClient` authenticated against it (point your
+  own code at ``mp_local_api.url`` / ``.token_id`` / ``.token_secret`` the same way).
+* ``mp_receiver`` — a running :class:`~mp_nb.Receiver` with basic credentials and its store
+  in ``tmp_path``; ``mp_receiver.credentials`` holds the matching ``add_callback`` keyword
+  arguments, so deliveries are authenticated end to end.
+
+Webhooks v2 work the same way: ``mp_client.add_callback(url, version=2, ...)``.
+See ``docs/testing-with-mp-nb.md`` for more examples.
 """
 
 from __future__ import annotations
@@ -28,11 +37,15 @@ from .client import ModelApiClient
 from .local_api import LocalModelApi, RetryPolicy
 from .receiver import Receiver
 
+#: The delivery policy of ``mp_local_api``: quick enough that a failing endpoint costs a test
+#: a few tens of milliseconds, not seconds.
+FIXTURE_RETRY = RetryPolicy(max_attempts=3, backoff=0.01, timeout=5.0)
+
 
 @pytest.fixture
 def mp_local_api() -> Iterator[LocalModelApi]:
     """A local Model API on a free loopback port."""
-    api = LocalModelApi(retry=RetryPolicy(max_attempts=3, backoff=0.01, timeout=5.0))
+    api = LocalModelApi(retry=FIXTURE_RETRY)
     try:
         yield api
     finally:

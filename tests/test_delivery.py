@@ -162,8 +162,8 @@ def test_gives_up_after_max_attempts(api, client, endpoints):
 
 def test_a_timeout_is_a_failed_attempt_and_is_retried(endpoints):
     slow_once = endpoints([("sleep", 1.0, 200)])
-    with LocalModelApi(retry=RetryPolicy(max_attempts=3, backoff=0.01, timeout=0.2)) as api:
-        client = ModelApiClient(api.url, api.token_id, api.token_secret)
+    with LocalModelApi(retry=RetryPolicy(max_attempts=3, backoff=0.01, timeout=0.2)) as api, \
+            ModelApiClient(api.url, api.token_id, api.token_secret) as client:
         client.add_callback(slow_once.url, ["uploaded"])
         api.simulate.upload()
         assert api.drain(10)
@@ -291,16 +291,19 @@ def test_additional_headers_never_override_the_credential_header():
 
 
 def test_ping_is_one_attempt_and_reports_a_2xx(api, client, endpoints):
-    ok, failing = endpoints([204]), endpoints([500, 500])
+    ok, failing, moved = endpoints([204]), endpoints([500, 500]), endpoints([302])
     good = client.add_callback(ok.url, ["uploaded"])
     bad = client.add_callback(failing.url, ["uploaded"])
+    redirect = client.add_callback(moved.url, ["uploaded"])
     gone = client.add_callback(f"http://127.0.0.1:{closed_port()}/x", ["uploaded"])
     assert client.ping_callback(good.id) is True
     assert client.ping_callback(bad.id) is False
+    assert client.ping_callback(redirect.id) is False  # redirects are not followed
     assert client.ping_callback(gone.id) is False
     assert len(failing.requests) == 1  # no retries for a ping
     log = api.attempts()
-    assert list(log["status"].fillna(-1)) == [204, 500, -1]
+    assert list(log["status"].fillna(-1)) == [204, 500, 302, -1]
+    assert log["ping"].all() and (log["model_id"] == "PING0000000").all()
     payload = json.loads(ok.requests[0]["body"])
     assert payload["ping"] is True and payload["type"] == "uploaded"
 
@@ -334,10 +337,9 @@ def test_local_attempts_errors_are_clear(api):
             pytest.raises(AuthenticationError) as info:
         old.local_attempts()
     assert info.value.code == "invalid_grant" and info.value.status == 400
-    with Receiver() as not_an_api:
-        client = ModelApiClient(not_an_api.url, "id", "secret")
-        with pytest.raises(ApiError, match="only mp_nb's local Model API has one"):
-            client.local_attempts()
+    with Receiver() as not_an_api, ModelApiClient(not_an_api.url, "id", "secret") as client, \
+            pytest.raises(ApiError, match="only mp_nb's local Model API has one"):
+        client.local_attempts()
 
 
 # ---------------------------------------------------------------------- generated history

@@ -35,6 +35,7 @@ import pandas as pd
 
 from .._server import is_loopback
 from ..credentials import credential_header
+from ..events import PING_MODEL_ID
 from ..models import RESERVED_HEADERS
 from .registry import StoredCallback
 
@@ -60,6 +61,7 @@ class Attempt:
     callback_id: str
     event_type: str
     model_id: str | None
+    ping: bool  # a test event from pingModelEventWebhookCallback (one attempt, no retries)
     url: str
     at: datetime  # when the attempt started (UTC)
     delay_s: float  # backoff waited before this attempt (0 for the first)
@@ -176,8 +178,8 @@ class Deliverer:
     def ping_now(self, callback: StoredCallback, body: bytes, event_type: str) -> bool:
         """One attempt, no retries, outside the callback's queue; True on a 2xx answer."""
         self.start()
-        status = self._attempt(next(self._ids), 1, 0.0, callback, body, event_type, None,
-                               final=True)
+        status = self._attempt(next(self._ids), 1, 0.0, callback, body, event_type,
+                               PING_MODEL_ID, final=True, ping=True)
         return status is not None and 200 <= status < 300
 
     async def ping(self, callback: StoredCallback, body: bytes, event_type: str) -> bool:
@@ -260,17 +262,18 @@ class Deliverer:
 
     def _attempt(
         self, delivery_id: int, attempt: int, delay: float, callback: StoredCallback,
-        body: bytes, event_type: str, model_id: str | None, final: bool,
+        body: bytes, event_type: str, model_id: str | None, final: bool, ping: bool = False,
     ) -> int | None:
         """Make one HTTP attempt and log it. Returns the status, None on error, -1 if refused."""
         url = callback.url
         at = datetime.now(timezone.utc)
 
-        def record(status: int | None, latency: float | None, outcome: str, error: str | None) -> None:
+        def record(status: int | None, latency: float | None, outcome: str,
+                   error: str | None) -> None:
             with self._attempts_lock:
                 self._attempts.append(Attempt(delivery_id, attempt, callback.id, event_type,
-                                              model_id, url, at, delay, status, latency, outcome,
-                                              error))
+                                              model_id, ping, url, at, delay, status, latency,
+                                              outcome, error))
 
         if not (self.allow_remote or is_loopback(callback.host)):
             record(None, None, "refused",
@@ -307,6 +310,7 @@ def attempts_frame(rows: Any) -> pd.DataFrame:
     frame["status"] = frame["status"].astype("Int64")
     frame["latency_ms"] = frame["latency_ms"].astype("float64")
     frame["delay_s"] = frame["delay_s"].astype("float64")
+    frame["ping"] = frame["ping"].astype("bool")
     frame["outcome"] = pd.Categorical(frame["outcome"],
                                       categories=["delivered", "retrying", "failed", "refused"])
     frame["event_type"] = frame["event_type"].astype("category")
