@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import nbformat
 import pytest
+from playwright.sync_api import Page, expect, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -54,8 +55,8 @@ CELLS = [
     '                    cred_secret=os.environ["MP_NB_E2E_SECRET"])',
     # 2: the admin tabs
     "panel = admin(client, receiver, interval=0.2)\npanel",
-    # 3: model events for the feed (re-run once a callback is registered)
-    "api.simulate.lifecycle(2)\napi.drain()",
+    # 3: model events for the feed (re-run once a callback is registered); shows the total
+    "api.simulate.lifecycle(2)\napi.drain()\nreceiver.count()",
 ]
 
 
@@ -117,16 +118,28 @@ def lab(tmp_path: Path) -> Iterator[dict[str, str]]:
         yield {"base": base, "token": token, "secret": secret,
                "log": str(tmp_path / "jupyterlab.log")}
     finally:
+        kernels = _children(proc.pid)  # kernels run in sessions of their own
         with contextlib.suppress(httpx.HTTPError), httpx.Client(trust_env=False, timeout=5) as h:
             h.post(f"{base}/api/shutdown", headers={"Authorization": f"token {token}"})
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pass
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # the server's own group: it and its kernels
+            os.killpg(proc.pid, signal.SIGKILL)  # the server's own process group
         proc.wait(timeout=10)
+        for pid in kernels:  # normally already shut down by the server
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         log.close()
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
 
 
 def _tail(path: Path, n: int = 4000) -> str:
@@ -134,16 +147,15 @@ def _tail(path: Path, n: int = 4000) -> str:
 
 
 def test_admin_tabs_in_jupyterlab(lab: dict[str, str]) -> None:
-    sync_api = pytest.importorskip("playwright.sync_api")
     ARTIFACTS.mkdir(exist_ok=True)
     secret = lab["secret"]
-    with sync_api.sync_playwright() as pw:
+    with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
                                      headless=True)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(WAIT_MS)
-            _drive(page, lab, secret, sync_api.expect)
+            _drive(page, lab, secret)
         except Exception:
             with contextlib.suppress(Exception):
                 page.screenshot(path=str(ARTIFACTS / "widgets-failure.png"), full_page=True)
@@ -166,7 +178,7 @@ def _wait_for_connected_kernel(lab: dict[str, str]) -> None:
     raise AssertionError("the notebook's kernel never became idle and connected")
 
 
-def _drive(page, lab: dict[str, str], secret: str, expect) -> None:
+def _drive(page: Page, lab: dict[str, str], secret: str) -> None:
     expect.set_options(timeout=WAIT_MS)
     page.goto(f"{lab['base']}/lab/tree/{NOTEBOOK}?token={lab['token']}")
     page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for()
@@ -221,13 +233,20 @@ def _drive(page, lab: dict[str, str], secret: str, expect) -> None:
 
     # Events: the ping shows at once; re-running the simulator cell delivers a lifecycle.
     tabs.locator(".lm-TabBar-tab", has_text="Events").click()
-    expect(tabs).to_contain_text("1 ping")
+    summary = tabs.locator(".widget-html", has_text="rejected")
+    expect(summary).to_have_text("0 events · 1 ping · 0 rejected")
     simulate = page.locator(".jp-Cell").nth(2)
     simulate.locator(".jp-InputArea-editor").click()
     page.keyboard.press("Shift+Enter")
-    expect(tabs).to_contain_text("bundle_completed")
-    expect(tabs).to_contain_text(re.compile(r"\b\d+ events"))
-    expect(tabs).to_contain_text(re.compile(r"0 rejected"))
+    expect(simulate.locator(".jp-InputPrompt")).to_have_text("[4]:")
+    delivered = int(simulate.locator(".jp-OutputArea-output").inner_text().strip())
+    assert delivered > 0
+    expect(summary).to_have_text(f"{delivered} events · 1 ping · 0 rejected")
+    last_events = tabs.locator(".widget-html", has_text="received (UTC)")
+    expect(last_events.locator("tr")).to_have_count(1 + min(20, delivered + 1))
+    expect(tabs.locator(".widget-html", has_text="Events per type").locator("..")).to_contain_text(
+        "bundle_completed")
+    tabs.scroll_into_view_if_needed()
     tabs.screenshot(path=str(ARTIFACTS / "widgets-feed.png"))
 
     # Remove asks first, then the table is empty.

@@ -74,7 +74,7 @@ def message_html(text: str, style: str = ERROR_STYLE) -> str:
     """One line of escaped text in a colour (errors red, successes green)."""
     if not text:
         return ""
-    return f'<span style="{style}">{html.escape(text)}</span>'
+    return f'<div style="line-height:1.4;{style}">{html.escape(text)}</div>'
 
 
 def api_error_text(exc: ApiError) -> str:

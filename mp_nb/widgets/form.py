@@ -398,7 +398,8 @@ class CallbackForm(View):
                 if _has_password(self.url.value):
                     # never leave a password on screen: drop user:password@ from the field
                     self._set_quietly(self.url, _without_userinfo(self.url.value))
-                    return None, {"url": f"{exc} (removed from the URL field)"}
+                    return None, {"url": f"{exc} (removed from the field: enter them under "
+                                          "Credentials)"}
                 return None, {"url": str(exc)}
             return fields, {}
         port_text = self.port.value.strip()
