@@ -29,7 +29,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from mp_nb import LocalModelApi
+from mp_nb import LocalModelApi, ModelApiClient
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -157,7 +157,7 @@ def code_cells(path: Path) -> tuple[Any, list[Any]]:
 def test_every_notebook_is_covered() -> None:
     names = [p.name for p in NOTEBOOKS]
     assert names[:1] == ["01-quickstart.ipynb"]
-    assert {"03-event-history.ipynb", "04-real-account.ipynb"} <= set(names)
+    assert {"02-callback-admin.ipynb", "03-event-history.ipynb", "04-real-account.ipynb"} <= set(names)
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         assert nb.metadata["kernelspec"]["name"] == "python3", path.name
@@ -213,4 +213,25 @@ def test_real_account_cells_against_a_local_model_api(proxy_trap: ProxyTrap) -> 
         pings = api.attempts().query("outcome == 'delivered'")
         assert len(pings) == 1 and pings["url"].iloc[0].startswith(f"http://127.0.0.1:{port}/")
         assert api.token_secret not in text
+    assert proxy_trap.requests == []
+
+
+@pytest.mark.slow
+def test_admin_widgets_on_an_account_list_it_and_change_nothing(proxy_trap: ProxyTrap) -> None:
+    """Notebook 02 with account variables set: the widgets work on the account's callbacks,
+    the scripted local demo (register, ping, simulate, remove) is skipped."""
+    with LocalModelApi() as api, ModelApiClient(api.url, api.token_id, api.token_secret) as client:
+        existing = client.add_callback("http://127.0.0.1:9/hooks/theirs", ["processed"])
+        env = offline_env(proxy_trap.env() | {
+            "MATTERPORT_TOKEN_ID": api.token_id, "MATTERPORT_TOKEN_SECRET": api.token_secret,
+            "MATTERPORT_API_URL": api.url,
+        })
+        metadata, cells = code_cells(NOTEBOOK_DIR / "02-callback-admin.ipynb")
+        ran = execute(cells, metadata, env)
+        text = "\n".join(cell_text(c).get("stdout", "") for c in ran)
+        assert f"Model API: {api.url}" in text
+        assert "1 callback(s) listed" in text
+        assert text.count("skipped on a real account") == 5
+        assert [cb.id for cb in client.callbacks()] == [existing.id]
+        assert len(api.attempts()) == 0  # nothing was pinged or delivered
     assert proxy_trap.requests == []
