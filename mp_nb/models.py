@@ -242,7 +242,8 @@ def endpoint_url(
     url = f"{scheme}://{netloc}/{quote(path.lstrip('/'), safe='/%:@!$&()*+,;=-._~')}"
     if query_params:
         url += "?" + urlencode(
-            [(kv.key, kv.value) if isinstance(kv, KeyValue) else kv for kv in query_params]
+            [(kv.key, kv.value) if isinstance(kv, KeyValue) else kv for kv in query_params],
+            quote_via=quote,  # spaces as %20, which every server reads (``+`` is form-only)
         )
     return url
 

@@ -153,6 +153,18 @@ def test_add_with_every_argument(client):
     assert client.callbacks() == [cb]
 
 
+@pytest.mark.parametrize("url, fields", [
+    ("https://127.0.0.1/a/b", ("https", None, "a/b")),
+    ("https://127.0.0.1:8443/", ("https", 8443, "")),
+    ("http://localhost/hook", ("http", None, "hook")),
+    ("http://[::1]:9000/h?x=%20y", ("http", 9000, "h")),
+])
+def test_scheme_host_port_and_path_round_trip(client, url, fields):
+    cb = client.add_callback(url, ["processed"])
+    assert (cb.callback.scheme, cb.callback.port, cb.callback.path) == fields
+    assert cb.url == url and client.callbacks()[0].url == url
+
+
 def test_matterports_v2_add_example_runs_as_written(api, client):
     doc = """mutation {
       addModelEventWebhookCallback(input: {
