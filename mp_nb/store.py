@@ -700,14 +700,15 @@ class EventStore:
         new_ids: list[int] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for kind, row, done in batch:
-                if kind == "event":
-                    row_id = self._insert_event(conn, row)
-                    new_ids.append(row_id)
-                else:
-                    row_id = _insert(conn, "rejections", REJECTION_COLUMNS, row)
-                results.append((done, row_id, None))
+            events = [row for kind, row, _ in batch if kind == "event"]
+            rejections = [row for kind, row, _ in batch if kind != "event"]
+            new_ids = self._insert_events(conn, events) if events else []
+            rejection_ids = _insert_rows(conn, "rejections", REJECTION_COLUMNS, rejections)
             conn.execute("COMMIT")
+            event_iter, rejection_iter = iter(new_ids), iter(rejection_ids)
+            for kind, _, done in batch:
+                row_id = next(event_iter) if kind == "event" else next(rejection_iter)
+                results.append((done, row_id, None))
         except Exception as exc:
             try:
                 conn.execute("ROLLBACK")
@@ -737,26 +738,40 @@ class EventStore:
                 except Exception:
                     log.exception("commit listener failed")
 
-    def _insert_event(self, conn: sqlite3.Connection, row: tuple[Any, ...]) -> int:
-        digest = row[-1]
-        hit = conn.execute(
-            "SELECT id FROM events WHERE digest=? ORDER BY id LIMIT 1", (digest,)
-        ).fetchone()
-        duplicate_of = hit[0] if hit else None
-        model_id, event_time = row[11], row[12]
-        late = 0
-        if model_id is not None and event_time is not None:
-            latest = self._model_max.get(model_id, _NAT)
-            if latest == _NAT and model_id not in self._model_max:
-                got = conn.execute(
-                    "SELECT MAX(event_time) FROM events WHERE model_id=?", (model_id,)
-                ).fetchone()[0]
-                latest = _NAT if got is None else int(got)
-            late = int(event_time < latest)
+    def _insert_events(self, conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> list[int]:
+        """Insert event rows with the writer's columns: the first copy of each body (one
+        indexed query per batch) and the out-of-order flag. Returns their ids."""
+        first: dict[bytes, int] = {}
+        digests = list({row[-1] for row in rows})
+        for start in range(0, len(digests), 500):
+            part = digests[start : start + 500]
+            first.update(conn.execute(
+                f"SELECT digest, MIN(id) FROM events WHERE digest IN ({','.join('?' * len(part))})"
+                " GROUP BY digest", part,
+            ).fetchall())  # fmt: skip
+        base = int(conn.execute("SELECT MAX(id) FROM events").fetchone()[0] or 0)
+        full = []
+        for row_id, row in enumerate(rows, base + 1):
+            duplicate_of = first.setdefault(row[-1], row_id)
+            full.append((*row, None if duplicate_of == row_id else duplicate_of,
+                         self._late(conn, row[11], row[12])))  # fmt: skip
+        return _insert_rows(conn, "events", EVENT_COLUMNS, full, base)
+
+    def _late(self, conn: sqlite3.Connection, model_id: str | None, event_time: int | None) -> int:
+        """1 if ``event_time`` is earlier than that of an event of the same model stored
+        before (the writer remembers each model's latest event time)."""
+        if model_id is None or event_time is None:
+            return 0
+        latest = self._model_max.get(model_id)
+        if latest is None:
+            got = conn.execute(
+                "SELECT MAX(event_time) FROM events WHERE model_id=?", (model_id,)
+            ).fetchone()[0]
+            latest = _NAT if got is None else int(got)
             if len(self._model_max) > 100_000:  # bounded; reloaded from the index on demand
                 self._model_max.clear()
-            self._model_max[model_id] = max(latest, event_time)
-        return _insert(conn, "events", EVENT_COLUMNS, (*row, duplicate_of, late))
+        self._model_max[model_id] = max(latest, event_time)
+        return int(event_time < latest)
 
     def _retain(self, conn: sqlite3.Connection) -> None:
         """Delete the oldest rows beyond ``max_age``/``max_rows`` (at most once a second).
@@ -813,6 +828,7 @@ class EventStore:
             self._queue.put(None)
             writer.join(timeout)
         self._writer = None
+
 
     # ------------------------------------------------------------------ counting
 
@@ -1078,16 +1094,21 @@ class EventStore:
 # ---------------------------------------------------------------------- helpers
 
 
-def _insert(conn: sqlite3.Connection, table: str, columns: list[str], row: tuple[Any, ...]) -> int:
-    sql = _INSERTS.get(table)
-    if sql is None:
-        sql = _INSERTS[table] = (
-            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-        )
-    return int(conn.execute(sql, row).lastrowid or 0)
-
-
-_INSERTS: dict[str, str] = {}
+def _insert_rows(
+    conn: sqlite3.Connection, table: str, columns: list[str], rows: list[tuple[Any, ...]],
+    base: int | None = None,
+) -> list[int]:
+    """Insert ``rows`` with explicit ids after the table's largest (``base``), in one
+    ``executemany``; the writer holds the write lock, so the ids are exactly these."""
+    if not rows:
+        return []
+    if base is None:
+        base = int(conn.execute(f"SELECT MAX(id) FROM {table}").fetchone()[0] or 0)
+    ids = list(range(base + 1, base + 1 + len(rows)))
+    sql = (f"INSERT INTO {table} (id, {', '.join(columns)}) "
+           f"VALUES (?, {', '.join('?' * len(columns))})")  # fmt: skip
+    conn.executemany(sql, [(i, *row) for i, row in zip(ids, rows, strict=True)])
+    return ids
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
