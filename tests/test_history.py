@@ -330,3 +330,16 @@ def test_rerun_on_same_port_replaces_and_threads_never_print(tmp_path, capfd):
     assert len(first.handler_errors()) == 1
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+def test_tunnel_refuses_before_any_network(tmp_path, monkeypatch):
+    from mp_nb.tunnel import open_tunnel
+
+    monkeypatch.delenv("NGROK_AUTHTOKEN", raising=False)
+    with Receiver(db=tmp_path / "open.sqlite3") as open_receiver, pytest.raises(
+        ConfigurationError, match="needs credentials"
+    ):
+        open_tunnel(open_receiver)
+    with Receiver(cred_type="token", cred_secret="t", db=tmp_path / "t.sqlite3") as guarded, \
+            pytest.raises(ConfigurationError, match=r"mp_nb\[tunnel\]|authtoken"):
+        open_tunnel(guarded)
