@@ -215,7 +215,8 @@ def run_attempts(args: argparse.Namespace) -> int:
     shown = frame[list(ATTEMPT_TABLE_COLUMNS)].copy()
     shown["at"] = shown["at"].dt.strftime("%H:%M:%S.%f").str[:-3]
     shown["latency_ms"] = shown["latency_ms"].round(1)
-    print(shown.to_string(index=False, na_rep="-"))
+    shown = shown.astype(object).where(shown.notna(), "-")
+    print(shown.to_string(index=False))
     return 0
 
 
