@@ -49,7 +49,7 @@ class AdminPanel(View):
 
     def close(self) -> None:
         if self.feed is not None:
-            self.feed.stop()
+            self.feed.close()
         super().close()
 
 
