@@ -32,6 +32,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    # belt and braces: no host name resolves, so the page can only reach 127.0.0.1
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
 ]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 NOTEBOOK = "widgets_e2e.ipynb"
@@ -97,7 +99,7 @@ def lab(tmp_path: Path) -> Iterator[dict[str, str]]:
         [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root",
          "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
          f"--ServerApp.token={token}", f"--ServerApp.root_dir={root}",
-         "--LabApp.news_url=None",
+         "--LabApp.news_url=None", "--LabApp.extension_manager=readonly",
          "--LabApp.check_for_updates_class=jupyterlab.handlers.announcements.NeverCheckForUpdate",
          ],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
