@@ -341,7 +341,6 @@ class _FrameCache:
         self.columns = {name: _Chunks() for name, _, _ in _FRAME_SOURCES}
         self.categories: dict[str, list[Any]] = {}
         self.category_index: dict[str, dict[Any, int]] = {}
-        self.ids: list[np.ndarray] = []
         self.rows = 0
         self.first_id = 0
         self.last_id = 0
@@ -349,17 +348,28 @@ class _FrameCache:
         self.frame: pd.DataFrame | None = None
 
     def add(self, rows: list[tuple[Any, ...]]) -> None:
+        """Append rows fetched from SQLite (``_SELECT_FRAME`` order)."""
         if not rows:
             return
         columns = list(zip(*rows, strict=True))
-        for (name, _, kind), values in zip(_FRAME_SOURCES, columns, strict=True):
-            self.columns[name].append(self._convert(name, kind, values))
-        ids = columns[0]
+        self._append({name: self._convert(name, kind, values)
+                      for (name, _, kind), values in zip(_FRAME_SOURCES, columns, strict=True)})
+
+    def add_arrow(self, table: Any) -> None:
+        """Append the rows of an Arrow table written by :class:`_FrameFiles`."""
+        if table.num_rows:
+            self._append({name: self._from_arrow(name, kind, table.column(name))
+                          for name, _, kind in _FRAME_SOURCES})
+
+    def _append(self, converted: dict[str, Any]) -> None:
+        ids = converted["id"]
+        for name, part in converted.items():
+            self.columns[name].append(part)
         if not self.rows:
             self.first_id = int(ids[0])
         self.last_id = int(ids[-1])
-        self.rows += len(rows)
-        self.pings += int(sum(columns[_PING_POS]))
+        self.rows += len(ids)
+        self.pings += int(np.count_nonzero(converted["ping"]))
         self.frame = None
 
     def drop_before(self, min_id: int) -> None:
@@ -373,7 +383,7 @@ class _FrameCache:
             chunks.drop_first(n)
         self.rows -= n
         self.pings -= int(pings)
-        self.first_id = min_id if self.rows else 0
+        self.first_id = int(ids[n]) if self.rows else 0
         self.frame = None
 
     def _convert(self, name: str, kind: str, values: tuple[Any, ...]) -> Any:
@@ -393,17 +403,43 @@ class _FrameCache:
 
     def _codes(self, name: str, values: tuple[Any, ...]) -> np.ndarray:
         local, uniques = pd.factorize(np.asarray(values, dtype=object), use_na_sentinel=True)
+        return self._mapping(name, list(uniques))[local]  # NA (-1) picks the last slot
+
+    def _from_arrow(self, name: str, kind: str, col: Any) -> Any:
+        import pyarrow as pa
+
+        if kind == "int":
+            return col.to_numpy().astype(np.int64, copy=False)
+        if kind == "time":
+            return col.cast(pa.int64()).fill_null(_NAT).to_numpy()
+        if kind == "bool":
+            return col.to_numpy().astype(bool, copy=False)
+        if kind in _MASKED:
+            numpy_type, array_type = _MASKED[kind]
+            mask = col.is_null().to_numpy()
+            data = col.fill_null(False if kind == "boolean" else 0).to_numpy()
+            return array_type(data.astype(numpy_type, copy=False), mask)
+        if kind in ("string", "text"):
+            return pd.array(col, dtype=pd.StringDtype())
+        parts = []  # category: dictionary chunks → codes in this cache's category list
+        for chunk in col.chunks:
+            mapping = self._mapping(name, chunk.dictionary.to_pylist())
+            parts.append(mapping[chunk.indices.fill_null(-1).to_numpy().astype(np.int64)])
+        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int32)
+
+    def _mapping(self, name: str, values: Sequence[Any]) -> np.ndarray:
+        """Codes of ``values`` in the append-only category list, plus -1 last (for NA)."""
         cats = self.categories.setdefault(name, [])
         index = self.category_index.setdefault(name, {})
-        mapping = np.empty(len(uniques) + 1, dtype=np.int32)
-        mapping[-1] = -1  # factorize's NA code (-1) indexes the last slot
-        for i, value in enumerate(uniques):
+        mapping = np.empty(len(values) + 1, dtype=np.int32)
+        mapping[-1] = -1
+        for i, value in enumerate(values):
             code = index.get(value)
             if code is None:
                 code = index[value] = len(cats)
                 cats.append(value)
             mapping[i] = code
-        return mapping[local]
+        return mapping
 
     def full_frame(self) -> pd.DataFrame:
         """All cached rows (pings included); built once per refresh, then shared."""
@@ -422,6 +458,109 @@ class _FrameCache:
         frame = pd.DataFrame(data, copy=False)
         self.frame = frame[EVENT_FRAME_COLUMNS]
         return self.frame
+
+
+#: Rows per Arrow file of the frame cache kept beside a store.
+FRAME_FILE_ROWS = 16384
+#: Bumped whenever the frame columns change, so older files are rebuilt.
+FRAME_FILE_VERSION = "1"
+
+
+class _FrameFiles:
+    """Full blocks of ``events()`` rows kept as Arrow files beside the store (``<db>.frames/``),
+    so a cold ``events()`` maps them instead of pulling every row through SQLite again.
+
+    Stored rows never change (only the oldest are deleted, by retention), so a file is written
+    once and never rewritten. Before use, files are checked against the store: its id, the
+    frame version, no overlaps or ids past the store's, and the total row count (read from
+    the same snapshot). Any mismatch (a replaced store file, rows deleted by hand) discards
+    them: they are only a cache.
+    """
+
+    def __init__(self, db: Path, store_id: str) -> None:
+        self.dir = db.with_name(db.name + ".frames")
+        self.store_id = store_id
+        self.saved_to = 0
+        self.broken = False
+
+    def _files(self) -> list[tuple[int, int, Path]]:
+        found = []
+        try:
+            names = os.listdir(self.dir)
+        except OSError:
+            return []
+        for name in names:
+            parts = name.split("-")
+            if len(parts) == 3 and parts[0] == "rows" and parts[2].endswith(".arrow"):
+                try:
+                    found.append((int(parts[1]), int(parts[2][:-6]), self.dir / name))
+                except ValueError:
+                    continue
+        return sorted(found)
+
+    def clear(self) -> None:
+        for _, _, path in self._files():
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        self.saved_to = 0
+
+    def load(self, cache: _FrameCache, bottom: int, top: int) -> None:
+        """Fill an empty ``cache`` from the files that match the store (the caller then
+        checks the total row count against the store's)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        tables = []
+        last = 0
+        for first, end, path in self._files():
+            if end < bottom:
+                path.unlink(missing_ok=True)  # rows deleted by retention
+                continue
+            if first <= last or end > top:
+                raise ValueError(f"{path.name} overlaps or runs past the store")
+            table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+            meta = table.schema.metadata or {}
+            if (meta.get(b"mp_nb.store_id", b"").decode() != self.store_id
+                    or meta.get(b"mp_nb.frame_version", b"").decode() != FRAME_FILE_VERSION):
+                raise ValueError(f"{path.name} belongs to another store or version")
+            if first < bottom:
+                table = table.filter(pc.greater_equal(table.column("id"), bottom))
+            tables.append(table.replace_schema_metadata(None))
+            last = end
+        if tables:
+            cache.add_arrow(pa.concat_tables(tables))
+            self.saved_to = last
+
+    def save(self, cache: _FrameCache) -> None:
+        """Write every full block of cached rows not on disk yet."""
+        import pyarrow as pa
+
+        if cache.rows < FRAME_FILE_ROWS:
+            return
+        on_disk = self._files()
+        self.saved_to = max([self.saved_to] + [end for _, end, _ in on_disk])
+        frame = cache.full_frame()
+        ids = frame["id"].to_numpy()
+        start = int(np.searchsorted(ids, self.saved_to, side="right"))
+        if len(ids) - start < FRAME_FILE_ROWS:
+            return
+        self.dir.mkdir(exist_ok=True)
+        meta = {"mp_nb.store_id": self.store_id, "mp_nb.frame_version": FRAME_FILE_VERSION}
+        while len(ids) - start >= FRAME_FILE_ROWS:
+            part = frame.iloc[start : start + FRAME_FILE_ROWS]
+            table = pa.table({name: pa.array(part[name]) for name, _, _ in _FRAME_SOURCES})
+            table = table.replace_schema_metadata(meta)
+            first, end = int(ids[start]), int(ids[start + FRAME_FILE_ROWS - 1])
+            path = self.dir / f"rows-{first}-{end}.arrow"
+            temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            # uncompressed: a cold open maps the files instead of decompressing them
+            with pa.OSFile(str(temp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+                writer.write_table(table)
+            os.replace(temp, path)
+            self.saved_to = end
+            start += FRAME_FILE_ROWS
 
 
 def _empty(kind: str) -> Any:
@@ -516,7 +655,9 @@ class EventStore:
 
     ``max_age`` (seconds or a timedelta) and ``max_rows`` bound the history: the writer
     deletes the oldest events and rejections beyond them, about once a second, never the
-    newest event. ``synchronous`` is SQLite's durability level: ``"NORMAL"`` (an acknowledged
+    newest event. ``frame_files`` keeps full blocks of ``events()`` columns as Arrow files in
+    ``<db>.frames/`` (with pyarrow), so reopening a large store is fast; deleting that
+    folder is always safe. ``synchronous`` is SQLite's durability level: ``"NORMAL"`` (an acknowledged
     event survives a killed process) or ``"FULL"`` (it also survives a power cut).
     """
 
@@ -527,6 +668,7 @@ class EventStore:
         synchronous: str = "NORMAL",
         max_age: float | _dt.timedelta | None = None,
         max_rows: int | None = None,
+        frame_files: bool = True,
     ) -> None:
         sync = str(synchronous).upper()
         if sync not in ("NORMAL", "FULL", "EXTRA", "OFF"):
@@ -548,6 +690,9 @@ class EventStore:
         self._reader_local = threading.local()
         self._cache = _FrameCache()
         self._cache_lock = threading.Lock()
+        self._frame_files = (
+            _FrameFiles(self.path, self.store_id) if frame_files and _arrow() is not None else None
+        )
         self._listeners: list[Callable[[list[int]], None]] = []
         self._model_max: dict[str, int] = {}
         self._retention_due = 0.0
@@ -968,19 +1113,52 @@ class EventStore:
 
     def _refresh(self) -> tuple[pd.DataFrame, int]:
         conn = self._reader()
+        conn.execute("BEGIN")  # one snapshot for the bounds, the files check and the new rows
+        try:
+            self._refresh_in(conn)
+        finally:
+            conn.execute("COMMIT")
+        return self._cache.full_frame(), self._cache.pings
+
+    def _refresh_in(self, conn: sqlite3.Connection) -> None:
         cache = self._cache
         top = conn.execute("SELECT MAX(id) FROM events").fetchone()[0]
         if top is None or top < cache.last_id:  # emptied or replaced: start again
             cache = self._cache = _FrameCache()
-        if top is not None:
-            if cache.rows:
-                bottom = conn.execute("SELECT MIN(id) FROM events").fetchone()[0]
-                cache.drop_before(int(bottom))
-            if top > cache.last_id:
-                cur = conn.execute(_SELECT_FRAME + " WHERE id > ? ORDER BY id", (cache.last_id,))
-                while rows := cur.fetchmany(200_000):
-                    cache.add(rows)
-        return cache.full_frame(), cache.pings
+        if top is None:
+            return
+        bottom = int(conn.execute("SELECT MIN(id) FROM events").fetchone()[0])
+        files = self._frame_files
+        from_files = False
+        if not cache.rows and files is not None and not files.broken:
+            try:
+                files.load(cache, bottom, int(top))
+                from_files = cache.rows > 0
+            except Exception as exc:  # only a cache: rebuild it from the store
+                log.info("frame files of %s not used: %s", self.path, exc)
+                cache = self._cache = _FrameCache()
+                files.clear()
+        cache.drop_before(bottom)
+        self._fetch(conn, cache)
+        if from_files and conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] != cache.rows:
+            log.info("frame files of %s do not match the store; rebuilding them", self.path)
+            assert files is not None
+            files.clear()
+            cache = self._cache = _FrameCache()
+            self._fetch(conn, cache)
+        if files is not None and not files.broken:
+            try:
+                files.save(cache)
+            except Exception as exc:  # read-only place, disk full: work without them
+                log.info("frame files of %s not written: %s", self.path, exc)
+                files.broken = True
+
+    @staticmethod
+    def _fetch(conn: sqlite3.Connection, cache: _FrameCache) -> None:
+        """Add the rows after the cache's last id."""
+        cur = conn.execute(_SELECT_FRAME + " WHERE id > ? ORDER BY id", (cache.last_id,))
+        while rows := cur.fetchmany(200_000):
+            cache.add(rows)
 
     def rejections(self) -> pd.DataFrame:
         """Every refused request: status, reason, redacted headers, first bytes of the body."""

@@ -343,3 +343,54 @@ def test_tunnel_refuses_before_any_network(tmp_path, monkeypatch):
     with Receiver(cred_type="token", cred_secret="t", db=tmp_path / "t.sqlite3") as guarded, \
             pytest.raises(ConfigurationError, match=r"mp_nb\[tunnel\]|authtoken"):
         open_tunnel(guarded)
+
+
+def test_frame_files_reopen_fast_and_never_disagree_with_the_store(tmp_path, monkeypatch):
+    """The Arrow files beside a store give the same frame as SQLite, and are dropped when
+    the store changed behind their back (rows deleted by hand, a new file at the same path)."""
+    import sqlite3
+
+    from mp_nb import store as store_module
+    from mp_nb.store import Delivery, EventStore
+
+    monkeypatch.setattr(store_module, "FRAME_FILE_ROWS", 8)
+    db = tmp_path / "framed.sqlite3"
+    writer = EventStore(db)
+    for i in range(30):
+        payload = v1("processed" if i % 3 else "uploaded", f"FRAME{i % 4:06d}", i,
+                     data={"success": "true"})  # fmt: skip
+        writer.add_event(Delivery(body=json.dumps(payload).encode(), headers={},
+                                  payload=payload))  # fmt: skip
+    first = writer.events()
+    files = {f.name for f in (tmp_path / "framed.sqlite3.frames").glob("rows-*.arrow")}
+    assert files == {"rows-1-8.arrow", "rows-9-16.arrow", "rows-17-24.arrow"}
+
+    def fresh() -> pd.DataFrame:
+        return EventStore(db).events()
+
+    def truth() -> pd.DataFrame:
+        return EventStore(db, frame_files=False).events()
+
+    pd.testing.assert_frame_equal(fresh(), first)
+    pd.testing.assert_frame_equal(fresh(), truth())
+    with sqlite3.connect(db) as conn:  # someone deletes rows by hand
+        conn.execute("DELETE FROM events WHERE id IN (3, 12)")
+    reopened = fresh()
+    assert 3 not in set(reopened["id"]) and len(reopened) == 28
+    pd.testing.assert_frame_equal(reopened, truth())
+    writer.set_retention(max_rows=10)  # the oldest rows go: the files below them too
+    writer.add_event(Delivery(body=b'{"type": "uploaded"}', headers={},
+                              payload={"type": "uploaded"}))  # fmt: skip
+    deadline = datetime.now() + timedelta(seconds=10)
+    while len(truth()) != 10 and datetime.now() < deadline:
+        writer.wait_for_commit(writer.generation, 0.5)
+    pd.testing.assert_frame_equal(fresh(), truth())
+    writer.close()
+    db.unlink()  # a new store at the same path
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"framed.sqlite3{suffix}").unlink(missing_ok=True)
+    other = EventStore(db)
+    for i in range(20):
+        other.add_event(Delivery(body=b'{"type": "deleted", "n": %d}' % i, headers={},
+                                 payload={"type": "deleted", "n": i}))  # fmt: skip
+    assert fresh()["type"].astype(str).tolist() == ["deleted"] * 20
