@@ -144,10 +144,11 @@ class Receiver:
         protocol = guarded_http_protocol(
             max_head_bytes=max_header, head_timeout=self.head_timeout, on_refuse=self._refused
         )
-        self._server = ServerThread(
-            self._asgi, host=host, port=port, name="mp-nb-receiver", http=protocol
-        )
         self._handlers = _Dispatcher(self.store)
+        self._server = ServerThread(
+            self._asgi, host=host, port=port, name="mp-nb-receiver", http=protocol,
+            on_stop=self._finish,
+        )  # on_stop also runs at interpreter exit and when a re-run cell takes the port
         if start:
             self.start()
 
@@ -175,6 +176,9 @@ class Receiver:
     def stop(self) -> None:
         """Stop serving, finish pending writes and handlers. The store stays readable."""
         self._server.stop()
+        self._finish()
+
+    def _finish(self) -> None:
         self.store.close()
         self._handlers.stop()
 
