@@ -250,14 +250,18 @@ class ModelApiClient:
         types = _types(event_types, version)
         if target is None:
             if url is None:
-                raise ConfigurationError("url: give the callback URL (or target=CallbackTarget(...))")
+                raise ConfigurationError(
+                    "url: give the callback URL (or target=CallbackTarget(...))")
             target = _target(url, cred_type=cred_type, cred_key=cred_key, cred_secret=cred_secret,
                              query_params=query_params, additional_headers=additional_headers)
-        variables = {"input": {"eventTypes": types, "callback": target.to_graphql(), "version": version}}
+        variables = {"input": {"eventTypes": types, "callback": target.to_graphql(),
+                               "version": version}}
         data = self.execute(ops.ADD_CALLBACK, variables)
         return Callback.model_validate(data["addModelEventWebhookCallback"])
 
-    def callbacks_page(self, offset: str | None = None, page_size: int | None = None) -> CallbackPage:
+    def callbacks_page(
+        self, offset: str | None = None, page_size: int | None = None
+    ) -> CallbackPage:
         """One page of ``modelEventWebhookCallbacks``."""
         variables = {"offset": offset, "pageSize": page_size or self.page_size}
         data = self.execute(ops.LIST_CALLBACKS, variables, retry=True)
@@ -354,7 +358,8 @@ class ModelApiClient:
     def remove_callback(self, callback_id: str) -> bool:
         """Delete a callback (``removeModelEventWebhookCallback``)."""
         _require_id(callback_id)
-        return bool(self.execute(ops.REMOVE_CALLBACK, {"id": callback_id})["removeModelEventWebhookCallback"])
+        data = self.execute(ops.REMOVE_CALLBACK, {"id": callback_id})
+        return bool(data["removeModelEventWebhookCallback"])
 
     def ping_callback(self, callback_id: str) -> bool:
         """Deliver a test event (``pingModelEventWebhookCallback``); True if it was accepted."""
@@ -369,7 +374,9 @@ class ModelApiClient:
         data = self.execute(ops.ADD_EVENTS, {"id": callback_id, "eventTypes": types})
         return Callback.model_validate(data["addModelEventToCallback"])
 
-    def remove_event_types(self, callback_id: str, event_types: Iterable[str | EventType]) -> Callback:
+    def remove_event_types(
+        self, callback_id: str, event_types: Iterable[str | EventType]
+    ) -> Callback:
         """Unsubscribe types (``removeModelEventFromCallback``)."""
         _require_id(callback_id)
         types = _types(event_types, None)

@@ -122,7 +122,8 @@ def event_types_problem(
     if not wrong:
         return None
     other = 1 if version == 2 else 2
-    hint = f" (use {vname} {other} for these)" if not set(wrong) - set(event_types_for(other)) else ""
+    fits_other = not set(wrong) - set(event_types_for(other))
+    hint = f" (use {vname} {other} for these)" if fits_other else ""
     return (f"{field}: {', '.join(wrong)} not valid for webhook version {version}; "
             f"version {version} accepts {', '.join(allowed)}{hint}")
 

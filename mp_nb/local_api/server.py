@@ -194,7 +194,7 @@ class LocalModelApi:
         return self.deliverer.attempts_frame()
 
     async def _ping(self, cb: StoredCallback) -> bool:
-        etype = cb.event_types[0] if cb.event_types else ("created" if cb.version == 2 else "uploaded")
+        etype = cb.event_types[0]  # the registry never leaves a callback without types
         body = _json_bytes(ping_payload(cb, etype))
         return await self.deliverer.ping(cb, body, etype)
 
@@ -210,7 +210,9 @@ class LocalModelApi:
                 return 401, _error_body("Malformed Basic credentials", "request.unauthenticated")
             ok = hmac.compare_digest(user, self.token_id.encode()) & hmac.compare_digest(
                 password, self._token_secret.encode())
-            return None if ok else (401, _error_body("Invalid API token", "request.unauthenticated"))
+            if ok:
+                return None
+            return 401, _error_body("Invalid API token", "request.unauthenticated")
         if scheme.lower() == "bearer":
             token = value.strip()
             if token in self._expired_tokens:
@@ -384,7 +386,8 @@ def _graphql_request(
     variables = data.get("variables")
     if variables is not None and not isinstance(variables, dict):
         raise ValueError('"variables" must be a JSON object')
-    return {"query": data["query"], "variables": variables, "operation_name": data.get("operationName")}
+    return {"query": data["query"], "variables": variables,
+            "operation_name": data.get("operationName")}
 
 
 async def _send_json(send: Callable[..., Any], status: int, data: dict[str, Any],

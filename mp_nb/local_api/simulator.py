@@ -307,7 +307,9 @@ class Simulator:
 
     # ------------------------------------------------------------------ scripts
 
-    def lifecycle(self, n_models: int = 3, *, bundle_id: str = "bim:cad", v2_steps: bool = True) -> list[str]:
+    def lifecycle(
+        self, n_models: int = 3, *, bundle_id: str = "bim:cad", v2_steps: bool = True
+    ) -> list[str]:
         """Take ``n_models`` new models through every event type; returns their ids.
 
         Per model: upload (v1 uploaded + inserted, v2 created), process (processed, then v2
