@@ -9,8 +9,10 @@ with the committed one. This module checks what that cannot:
   kernels get proxy variables pointing at a local trap that records any connection;
 * no secret the notebook created (receiver credentials, local API token secrets) appears in
   any output;
-* notebook 04's account cells, pointed at a local Model API through the same environment
-  variables a real account uses, register, ping and remove a callback end to end.
+* notebook 03 analyses a store file it did not generate;
+* with the account variables pointing at a local Model API, notebook 04 registers, pings and
+  removes a callback end to end, and notebook 02 lists the account's callbacks and changes
+  nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from mp_nb import LocalModelApi, ModelApiClient
+from mp_nb import V1_EVENT_TYPES, LocalModelApi, ModelApiClient, Receiver
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -213,6 +215,27 @@ def test_real_account_cells_against_a_local_model_api(proxy_trap: ProxyTrap) -> 
         pings = api.attempts().query("outcome == 'delivered'")
         assert len(pings) == 1 and pings["url"].iloc[0].startswith(f"http://127.0.0.1:{port}/")
         assert api.token_secret not in text
+    assert proxy_trap.requests == []
+
+
+@pytest.mark.slow
+def test_history_notebook_reads_any_store_file(tmp_path: Path, proxy_trap: ProxyTrap) -> None:
+    """Notebook 03 on a store it did not generate (v1 events only, from a receiver):
+    generation and ground-truth checks are skipped, every analysis cell still runs."""
+    store = tmp_path / "v1-history.sqlite3"
+    with LocalModelApi(seed=5) as api, Receiver(db=store) as receiver, \
+            ModelApiClient(api.url, api.token_id, api.token_secret) as client:
+        client.add_callback(receiver.url, list(V1_EVENT_TYPES))
+        api.simulate.history(n_models=30, days=7)
+        assert api.drain(60)
+        stored = receiver.count()
+    metadata, cells = code_cells(NOTEBOOK_DIR / "03-event-history.ipynb")
+    ran = execute(cells, metadata, offline_env(proxy_trap.env() | {"MP_NB_STORE": str(store)}))
+    text = "\n".join(cell_text(c).get("stdout", "") for c in ran)
+    assert f"{stored} events ({stored} unique v1 events) about 30 models" in text
+    assert "30 uploads, 30 processed" in text
+    assert "OK:" not in text  # the simulator checks only apply to generated history
+    assert store.exists()     # a user's store is never deleted
     assert proxy_trap.requests == []
 
 
