@@ -1330,9 +1330,8 @@ _STATE_KEYS = {"activation_state_changed": "state", "visibility_changed": "acces
 def _current_state(frame: pd.DataFrame) -> pd.Series:
     """``body.current.<state>`` of activation and visibility events (NA for other rows)."""
     out = pd.Series(pd.NA, index=frame.index, dtype=pd.StringDtype())
-    kinds = frame["type"].astype(pd.StringDtype())
     for etype, key in _STATE_KEYS.items():
-        hit = (kinds == etype).fillna(False).to_numpy(dtype=bool)
+        hit = (frame["type"] == etype).to_numpy(dtype=bool)
         if hit.any():
             out[hit] = [_current(text, key) for text in frame["data"][hit]]
     return out
@@ -1346,12 +1345,22 @@ def _current(data: Any, key: str) -> Any:
     return value if isinstance(value, str) else pd.NA
 
 
+_LIFECYCLE = {"deleted": True, "transferred_out": True, "created": False, "restored": False,
+              "transferred_in": False, "uploaded": False, "inserted": False}  # fmt: skip
+
+
 def _model_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per-model state from a frame of events (see :meth:`EventStore.models`)."""
-    frame = frame[frame["model_id"].notna().to_numpy(dtype=bool)]
-    frame = _in_event_order(frame)
-    kinds = frame["type"].astype(pd.StringDtype()).fillna("")
-    keys = frame["model_id"].astype(object)
+    """Per-model state from a frame of events (see :meth:`EventStore.models`).
+
+    Grouping uses integer codes of the model ids and comparisons run on the categorical
+    ``type`` codes, so a million events take well under a second.
+    """
+    columns = ["id", "received_at", "event_time", "type", "model_id", "success", "data",
+               "duplicate", "out_of_order"]  # fmt: skip
+    frame = frame[columns]
+    frame = _in_event_order(frame[frame["model_id"].notna().to_numpy(dtype=bool)])
+    keys, models = pd.factorize(frame["model_id"], sort=True)
+    kinds = frame["type"]
     groups = frame.groupby(keys, sort=True)
     out = pd.DataFrame(
         {
@@ -1359,22 +1368,20 @@ def _model_summary(frame: pd.DataFrame) -> pd.DataFrame:
             "first_received_at": groups["received_at"].min(),
             "last_received_at": groups["received_at"].max(),
             "last_event_time": groups["event_time"].max(),
-            "last_type": kinds.groupby(keys, sort=True).last().astype(pd.StringDtype()),
+            "last_type": groups["type"].last().astype(pd.StringDtype()),
         }
     )
 
     def latest(mask: Any, values: pd.Series) -> pd.Series:
         m = np.asarray(mask, dtype=bool)
-        return values[m].groupby(keys[m], sort=True).last()
+        return values[m].groupby(keys[m], sort=True).last().reindex(out.index)
 
-    out["processed"] = latest(kinds == "processed", frame["success"]).reindex(out.index)
+    out["processed"] = latest(kinds == "processed", frame["success"])
     state = _current_state(frame)
     for col, etype in (("activation_state", "activation_state_changed"),
                        ("visibility", "visibility_changed")):  # fmt: skip
-        out[col] = latest(kinds == etype, state).reindex(out.index).astype(pd.StringDtype())
-    gone = kinds.map({"deleted": True, "transferred_out": True, "created": False,
-                      "restored": False, "transferred_in": False, "uploaded": False,
-                      "inserted": False})  # fmt: skip
+        out[col] = latest(kinds == etype, state).astype(pd.StringDtype())
+    gone = kinds.map(_LIFECYCLE).astype(object)
     has = gone.notna().to_numpy(dtype=bool)
     deleted = gone[has].astype(bool).groupby(keys[has], sort=True).last()
     out["deleted"] = deleted.reindex(out.index, fill_value=False).astype(bool)
@@ -1385,7 +1392,7 @@ def _model_summary(frame: pd.DataFrame) -> pd.DataFrame:
     )
     out["duplicates"] = groups["duplicate"].sum().astype("int64")
     out["out_of_order"] = groups["out_of_order"].sum().astype("int64")
-    out.index.name = "model_id"
+    out.index = pd.Index(models, dtype=pd.StringDtype(), name="model_id")
     return out.reset_index()
 
 
