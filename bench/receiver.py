@@ -360,34 +360,46 @@ def _serve(kind: str, db: Path) -> tuple[Any, int, Any]:
     return server, int(server.port or 0), server.stop
 
 
+def _measured(port: int, seconds: float, rate: float | None = None) -> dict[str, Any]:
+    """A load run plus the CPU time this process (the servers' threads) spent per event."""
+    cpu = time.process_time()
+    result = run_load(port, seconds, rate)
+    result["cpu_us"] = (time.process_time() - cpu) / max(result["events"], 1) * 1e6
+    return result
+
+
+def _row(label: str, r: dict[str, Any]) -> tuple[str, ...]:
+    return (label, f"{r['per_s']:,.0f}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
+            f"{r['cpu_us']:.0f}")  # fmt: skip
+
+
 def ingestion(seconds: float, workdir: Path) -> list[tuple[str, ...]]:
     out: list[tuple[str, ...]] = []
     null = NullServer()
-    ceiling = run_load(null.port, seconds)
+    ceiling = _measured(null.port, seconds)
     null.stop()
-    out.append(("(n) null server: generator ceiling", f"{ceiling['per_s']:,.0f}",
-                f"{ceiling['p50_ms']:.2f}", f"{ceiling['p99_ms']:.2f}"))  # fmt: skip
+    out.append(_row("(n) null server: generator ceiling", ceiling))
     results = {}
     for kind, label in (("baseline", "(b) uvicorn+starlette, in memory"),
                         ("mp_nb", "(a) mp_nb: basic auth, SQLite, ack after commit")):
         server, port, stop = _serve(kind, workdir / f"ingest-{kind}.sqlite3")
         try:
-            full = run_load(port, seconds)
-            paced = run_load(port, seconds, PACED_RATE)
+            full = _measured(port, seconds)
+            paced = _measured(port, seconds, PACED_RATE)
             if kind == "mp_nb":
                 stored = server.store.count()
                 assert stored >= full["events"] + paced["events"], "acknowledged but not stored"
         finally:
             stop()
         results[kind] = (full, paced)
-        out.append((label, f"{full['per_s']:,.0f}", f"{full['p50_ms']:.2f}", f"{full['p99_ms']:.2f}"))
-    a, b = results["mp_nb"][0]["per_s"], results["baseline"][0]["per_s"]
-    out.append(("ratio a/b (target >= 0.8)", f"{a / b:.2f}", "", ""))
-    out.append(("generator headroom: null / b", f"{ceiling['per_s'] / b:.1f}x", "", ""))
+        out.append(_row(label, full))
+    a, b = results["mp_nb"][0], results["baseline"][0]
+    out.append(("ratio a/b (target >= 0.8)", f"{a['per_s'] / b['per_s']:.2f}", "", "",
+                f"{a['cpu_us'] / b['cpu_us']:.2f}"))  # fmt: skip
+    out.append(("generator headroom: null / b", f"{ceiling['per_s'] / b['per_s']:.1f}x", "", "",
+                ""))  # fmt: skip
     for kind, label in (("baseline", "(b) paced at 2,000/s"), ("mp_nb", "(a) paced at 2,000/s")):
-        paced = results[kind][1]
-        out.append((label + " (p99 target <= 10 ms)", f"{paced['per_s']:,.0f}",
-                    f"{paced['p50_ms']:.2f}", f"{paced['p99_ms']:.2f}"))  # fmt: skip
+        out.append(_row(label + " (p99 target <= 10 ms)", results[kind][1]))
     return out
 
 
@@ -412,14 +424,17 @@ def main() -> None:
     args = parser.parse_args()
     seconds = args.seconds or (2.0 if args.quick else 8.0)
     n = args.events or (100_000 if args.quick else 1_000_000)
-    print(f"mp_nb receiver benchmark: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
-          f"{CONNECTIONS} keep-alive connections, {seconds:g} s per run", flush=True)  # fmt: skip
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"mp_nb receiver benchmark: {os.cpu_count()} CPUs (load average {load} before the "
+          f"run), Python {sys.version.split()[0]}, {CONNECTIONS} keep-alive connections, "
+          f"{seconds:g} s per run", flush=True)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="mp_nb_bench_") as tmp:
         workdir = Path(tmp)
         if not args.skip_ingestion:
             rows = ingestion(seconds, workdir)
-            print(_table("\nIngestion (load from a separate process)",
-                         ("receiver", "events/s", "p50 ms", "p99 ms"), rows), flush=True)
+            print(_table("\nIngestion (load from a separate process; cpu = CPU time of the "
+                         "server process per event)",
+                         ("receiver", "events/s", "p50 ms", "p99 ms", "cpu us"), rows), flush=True)
         if not args.skip_history:
             rows3 = history(n, workdir)
             print(_table(f"\nHistory: events() on {n:,} stored events (targets: cold <= 1 s, "

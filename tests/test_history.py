@@ -394,3 +394,57 @@ def test_frame_files_reopen_fast_and_never_disagree_with_the_store(tmp_path, mon
         other.add_event(Delivery(body=b'{"type": "deleted", "n": %d}' % i, headers={},
                                  payload={"type": "deleted", "n": i}))  # fmt: skip
     assert fresh()["type"].astype(str).tolist() == ["deleted"] * 20
+
+
+KERNEL_CELLS = [
+    # a start cell, run twice on the same port (a re-run notebook cell)
+    "from mp_nb import Receiver\nimport httpx, threading, time\n"
+    "r = Receiver(port=PORT)\nr = Receiver(port=PORT)\nprint('serving', r.running)",
+    # deliveries arrive while wait_for blocks: it shows progress, the threads print nothing
+    "def later():\n    time.sleep(0.3)\n    for i in range(3):\n"
+    "        httpx.post(r.url, json={'type': 'uploaded', 'n': i}, trust_env=False)\n"
+    "    httpx.post(r.url, content=b'{bad', trust_env=False)\n"
+    "threading.Thread(target=later).start()\n"
+    "r.wait_for(3, timeout=30)",
+    "r.wait_for(10, types='processed', timeout=0.5)",
+    "r.stop()",
+]
+
+
+@pytest.mark.slow
+def test_in_a_kernel_progress_timeout_rerun_and_silence():
+    import socket
+
+    from jupyter_client.manager import start_new_kernel
+
+    with socket.socket() as s:  # a free port for the start cell
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    km, kc = start_new_kernel(kernel_name="python3")
+    try:
+        outputs = []
+        for cell in KERNEL_CELLS:
+            msgs: list[dict] = []
+            kc.execute_interactive(cell.replace("PORT", str(port)), timeout=60,
+                                   output_hook=msgs.append)  # fmt: skip
+            outputs.append(msgs)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+    def texts(msgs: list[dict], kind: str) -> list[str]:
+        out = []
+        for m in msgs:
+            if m["msg_type"] == kind:
+                content = m["content"]
+                out.append(content.get("text") or content.get("data", {}).get("text/plain", ""))
+        return out
+
+    assert texts(outputs[0], "stream") == ["serving True\n"]
+    shown = texts(outputs[1], "display_data") + texts(outputs[1], "update_display_data")
+    assert shown[0] == "'received 0/3 events'" and shown[-1] == "'received 3/3 events'"
+    assert texts(outputs[1], "stream") == []  # nothing printed from the server threads
+    errors = [m["content"] for m in outputs[2] if m["msg_type"] == "error"]
+    assert errors and errors[0]["ename"] == "WaitTimeout"
+    assert "got 0; stored so far: uploaded=3; rejected requests: 1" in errors[0]["evalue"]
+    assert all(m["msg_type"] != "stream" for m in outputs[2] + outputs[3])
