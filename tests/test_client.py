@@ -111,9 +111,11 @@ def test_remove_then_list_is_empty(mp_client):
 
 
 def test_wrong_token_secret_is_an_authentication_error(mp_local_api):
-    with ModelApiClient(mp_local_api.url, mp_local_api.token_id, "wrong", retries=0) as client:
-        with pytest.raises(AuthenticationError) as info:
-            client.callbacks()
+    with (
+        ModelApiClient(mp_local_api.url, mp_local_api.token_id, "wrong", retries=0) as client,
+        pytest.raises(AuthenticationError) as info,
+    ):
+        client.callbacks()
     assert info.value.status == 401 and info.value.code == "request.unauthenticated"
 
 
