@@ -28,7 +28,7 @@ def test_a_v2_callback_receives_each_v2_type_as_a_typed_row(mp_local_api, mp_cli
     cb = mp_client.add_callback(mp_receiver.url, version=2, **mp_receiver.credentials)
     assert cb.version == 2 and cb.event_types == list(V2_EVENT_TYPES)
     (model,) = mp_local_api.simulate.lifecycle(1)
-    mp_receiver.wait_for(12, timeout=10)
+    mp_receiver.wait_for(11, timeout=10)
     frame, bodies = payloads(mp_receiver)
     assert set(frame["type"].astype(str)) == set(V2_EVENT_TYPES)
     assert len(V2_EVENT_TYPES) == 10

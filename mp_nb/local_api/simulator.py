@@ -314,9 +314,9 @@ class Simulator:
 
         Per model: upload (v1 uploaded + inserted, v2 created), process (processed, then v2
         activation), update, bundle requested and completed, delete. With ``v2_steps`` also
-        the v2-only steps: visibility change, transfer out and back in, restore and a final
-        delete. Each v1 callback then sees 7 events per model (8 with ``v2_steps``: the second
-        delete), each v2 callback 7 (12 with ``v2_steps``).
+        the v2-only steps: a visibility change, a transfer out and back in before the delete,
+        and a restore after it. Each v1 callback sees 7 events per model either way; each v2
+        callback 7, or 11 with ``v2_steps``.
         """
         ids = []
         for _ in range(n_models):
@@ -330,9 +330,9 @@ class Simulator:
             if v2_steps:
                 self.transfer_out(mid)
                 self.transfer_in(model_id=mid)
-                self.delete(mid)
-                self.restore(mid)
             self.delete(mid)
+            if v2_steps:
+                self.restore(mid)
             ids.append(mid)
         return ids
 
