@@ -40,7 +40,7 @@ import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 from pydantic import SecretStr
@@ -544,7 +544,7 @@ def _parse_json(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
     except UnicodeDecodeError as exc:
         return None, f"body is not UTF-8: {exc.reason} at byte {exc.start}"
     try:
-        parsed = json.loads(text, parse_constant=_no_constant)
+        parsed = _DECODER.decode(text)
     except RecursionError:
         return None, "invalid JSON: nested too deeply"
     except ValueError as exc:  # JSONDecodeError, and int() over the digit limit
@@ -558,59 +558,90 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+#: One strict decoder for every request (``json.loads`` with options builds a new one).
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+
+
 async def _read_body(
     receive: Callable[..., Any], limit: int, timeout: float
 ) -> tuple[bytes, str | None, int | None]:
     """(body, problem, size): problem is None, ``"too big"``, ``"slow"`` or ``"closed"``."""
     chunks: list[bytes] = []
     size = 0
+    task = asyncio.current_task()
+    deadlines = _Deadlines.of(asyncio.get_running_loop())
+    deadlines.add(task, timeout)
     try:
-        async with _deadline(timeout):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return b"".join(chunks), "closed", size
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    return (b"".join(chunks) + chunk)[:limit], "too big", size
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return b"".join(chunks), None, size
-    except TimeoutError:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return b"".join(chunks), "closed", size
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return (b"".join(chunks) + chunk)[:limit], "too big", size
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks), None, size
+    except asyncio.CancelledError:
+        if not deadlines.expired(task):
+            raise
         return b"".join(chunks), "slow", size
+    finally:
+        deadlines.remove(task)
 
 
-def _deadline(seconds: float) -> Any:
-    """``asyncio.timeout`` (3.11+), or a cancel-based stand-in on Python 3.10."""
-    timeout = getattr(asyncio, "timeout", None)
-    if timeout is not None:
-        return timeout(seconds)
-    return _LegacyDeadline(seconds)
+class _Deadlines:
+    """Body-read deadlines of one event loop, enforced by one periodic sweep (a tenth of the
+    shortest timeout, at most 0.1 s) instead of a timer per request: an overdue read is
+    cancelled and reported as slow."""
 
+    _by_loop: ClassVar[dict[asyncio.AbstractEventLoop, _Deadlines]] = {}
 
-class _LegacyDeadline:
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.fired = False
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiting: dict[Any, float] = {}
+        self.overdue: set[Any] = set()
+        self.period = 0.1
         self.handle: asyncio.TimerHandle | None = None
 
-    async def __aenter__(self) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> _Deadlines:
+        found = cls._by_loop.get(loop)
+        if found is None:
+            for old in [k for k in cls._by_loop if k.is_closed()]:
+                del cls._by_loop[old]
+            found = cls._by_loop[loop] = cls(loop)
+        return found
 
-        def fire() -> None:
-            self.fired = True
-            task.cancel()
+    def add(self, task: Any, timeout: float) -> None:
+        self.waiting[task] = self.loop.time() + timeout
+        self.period = min(self.period, timeout / 10)
+        if self.handle is None:
+            self.handle = self.loop.call_later(self.period, self.sweep)
 
-        self.handle = asyncio.get_running_loop().call_later(self.seconds, fire)
+    def remove(self, task: Any) -> None:
+        self.waiting.pop(task, None)
+        self.overdue.discard(task)
 
-    async def __aexit__(self, kind: Any, exc: Any, tb: Any) -> bool:
-        if self.handle is not None:
-            self.handle.cancel()
-        if self.fired and kind is asyncio.CancelledError:
-            raise TimeoutError
-        return False
+    def expired(self, task: Any) -> bool:
+        """True if ``task`` was cancelled by the sweep; undoes that cancellation."""
+        if task not in self.overdue:
+            return False
+        self.overdue.discard(task)
+        uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+        if uncancel is not None:
+            uncancel()
+        return True
+
+    def sweep(self) -> None:
+        now = self.loop.time()
+        for task, deadline in list(self.waiting.items()):
+            if deadline <= now:
+                del self.waiting[task]
+                self.overdue.add(task)
+                task.cancel()
+        self.handle = self.loop.call_later(self.period, self.sweep) if self.waiting else None
 
 
 class _Acks:

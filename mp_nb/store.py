@@ -244,7 +244,7 @@ def _event_row(d: Delivery) -> tuple[Any, ...]:
         _text(d.remote),
         _text(d.path),
         _text(d.query),
-        json.dumps(d.headers, sort_keys=True),
+        json.dumps(d.headers),
         _text(d.content_type),
         bytes(d.body),
         d.auth,
@@ -648,6 +648,8 @@ def _utc_ns(value: Any, name: str) -> int:
 MAX_BATCH = 4096
 #: Seconds between two retention passes of the writer.
 RETENTION_EVERY = 1.0
+#: Seconds between two WAL checkpoints (when something was committed meanwhile).
+CHECKPOINT_EVERY = 0.2
 
 
 class EventStore:
@@ -690,6 +692,7 @@ class EventStore:
         self._reader_local = threading.local()
         self._cache = _FrameCache()
         self._cache_lock = threading.Lock()
+        self._checkpoint_stop = threading.Event()
         self._frame_files = (
             _FrameFiles(self.path, self.store_id) if frame_files and _arrow() is not None else None
         )
@@ -814,6 +817,11 @@ class EventStore:
 
     def _write_loop(self) -> None:
         conn = self._connect()
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it instead
+        checkpointer = threading.Thread(target=self._checkpoint_loop, daemon=True,
+                                        name=f"mp-nb-checkpoint:{self.path.name}")  # fmt: skip
+        self._checkpoint_stop.clear()
+        checkpointer.start()
         try:
             stop = False
             while not stop:
@@ -836,6 +844,27 @@ class EventStore:
                     self._commit(conn, batch)
                 if self.max_age is not None or self.max_rows is not None:
                     self._retain(conn)
+        finally:
+            self._checkpoint_stop.set()
+            checkpointer.join(10)
+            conn.close()
+
+    def _checkpoint_loop(self) -> None:
+        """Copy committed WAL pages into the database file off the commit path.
+
+        SQLite would otherwise do this inside a commit every 1,000 pages, stalling the
+        acknowledgements waiting for that commit. A passive checkpoint never blocks the writer.
+        """
+        conn = self._connect()
+        seen = self._generation
+        try:
+            while not self._checkpoint_stop.wait(CHECKPOINT_EVERY):
+                if self._generation != seen:
+                    seen = self._generation
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            log.warning("checkpoint of %s failed: %s", self.path, exc)
         finally:
             conn.close()
 
