@@ -328,15 +328,21 @@ def history(n: int, workdir: Path) -> list[tuple[str, str, str]]:
                      f"{warm_s / base:.4f}"))  # fmt: skip
         import httpx
 
+        incremental = []
         with httpx.Client(trust_env=False) as http:
-            for i in range(1000):
-                http.post(r.url, content=_request(i).split(b"\r\n\r\n", 1)[1],
-                          headers={"Authorization": AUTH, "Content-Type": "application/json"})
-        t0 = time.perf_counter()
-        frame = r.events()
-        incr = time.perf_counter() - t0
-        assert len(frame) == len(warm[0]) + 1000
-        rows.append(("events() incremental, 1,000 new", f"{incr * 1000:.1f} ms", f"{incr / base:.4f}"))
+            for round_no in range(3):
+                for i in range(1000):
+                    http.post(r.url, content=_BODY % (10_000_000 + round_no * 1000 + i),
+                              headers={"Authorization": AUTH, "Content-Type": "application/json"})
+                t0 = time.perf_counter()
+                frame = r.events()
+                incremental.append(time.perf_counter() - t0)
+                assert len(frame) == len(warm[0]) + 1000 * (round_no + 1)
+        incremental.sort()
+        incr = incremental[1]
+        rows.append(("events() incremental, 1,000 new (median of 3)", f"{incr * 1000:.1f} ms",
+                     f"{incr / base:.4f}"))  # fmt: skip
+        rows.append(("  slowest of the 3", f"{incremental[-1] * 1000:.1f} ms", ""))
         t0 = time.perf_counter()
         r.models()
         rows.append(("models() summary", f"{time.perf_counter() - t0:.3f} s", ""))
