@@ -47,6 +47,9 @@ def _connection_options(p: argparse.ArgumentParser, *, top: bool) -> None:
                    help="API token id (default $MATTERPORT_TOKEN_ID)")
     p.add_argument("--json", action="store_true", default=False if top else argparse.SUPPRESS,
                    help="print JSON instead of a table")
+    from .cli import refuse_secret_option
+
+    refuse_secret_option(p, "--token-secret", "MATTERPORT_TOKEN_SECRET")
 
 
 def add_callbacks_parser(sub: Any) -> None:
@@ -75,7 +78,9 @@ def add_callbacks_parser(sub: Any) -> None:
     for name in ("add-events", "remove-events"):
         x = _action(cs, name, f"{name.split('-')[0]} event types of a callback")
         x.add_argument("id")
-        x.add_argument("event_types", nargs="+", metavar="TYPE")
+        x.add_argument("event_types", nargs="*", metavar="TYPE")
+        x.add_argument("--event", "-e", action="append", dest="more_types", default=[],
+                       metavar="TYPE", help="event type (repeatable), as for add and patch")
     c.set_defaults(func=run)
 
 
@@ -103,6 +108,9 @@ def _endpoint_options(p: argparse.ArgumentParser) -> None:
                                       "$MP_NB_CRED_SECRET or a prompt")
     p.add_argument("--header", action="append", default=[], metavar="NAME=VALUE",
                    help="additional header sent on every delivery (repeatable)")
+    from .cli import refuse_secret_option
+
+    refuse_secret_option(p, "--cred-secret", "MP_NB_CRED_SECRET")
 
 
 def _pairs(items: list[str], what: str) -> dict[str, str] | None:
@@ -184,12 +192,22 @@ def _ping(client: Any, args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+def _types_given(args: argparse.Namespace) -> list[str]:
+    from .exceptions import ConfigurationError
+
+    types = list(args.event_types) + list(args.more_types)
+    if not types:
+        raise ConfigurationError("event types: name at least one, e.g. "
+                                 f"mp-nb callbacks {args.action} ID processed deleted")
+    return types
+
+
 def _add_events(client: Any, args: argparse.Namespace) -> int:
-    return _print([client.add_event_types(args.id, args.event_types)], args.json)
+    return _print([client.add_event_types(args.id, _types_given(args))], args.json)
 
 
 def _remove_events(client: Any, args: argparse.Namespace) -> int:
-    return _print([client.remove_event_types(args.id, args.event_types)], args.json)
+    return _print([client.remove_event_types(args.id, _types_given(args))], args.json)
 
 
 _ACTIONS: dict[str, Callable[[Any, argparse.Namespace], int]] = {

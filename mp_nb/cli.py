@@ -43,6 +43,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MpNbError as exc:
         print(f"mp-nb: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a file that cannot be written or read, a port that is taken
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"mp-nb: error:{where} {exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -79,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--cred-key",
                    help=f"user name or header name; the secret comes from ${CRED_SECRET_ENV} or a prompt")
     r.add_argument("--max-body", type=_positive, default=1024 * 1024)
+    refuse_secret_option(r, "--cred-secret", CRED_SECRET_ENV)
     r.add_argument("--json", action="store_true", help="print each event as a JSON line")
     r.add_argument("--count", type=int, default=0, help="exit after N events (0 = run until Ctrl-C)")
     r.set_defaults(func=_receive)
@@ -111,6 +116,30 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError("port must be 0-65535")
     return value
+
+
+# argparse names the type in "invalid <name> value: 'x'"
+_positive.__name__ = "positive integer"
+_port.__name__ = "port number"
+
+
+class _RefusedSecret(argparse.Action):
+    """A secret typed on the command line: refused, saying where it goes instead."""
+
+    def __init__(self, option_strings: list[str], dest: str, env: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs="?", help=argparse.SUPPRESS, **kwargs)
+        self.env = env
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        parser.error(f"{option_string}: secrets never go on the command line (they end up in "
+                     f"shell history and process lists); set {self.env}, or leave it out to "
+                     "be prompted")
+
+
+def refuse_secret_option(parser: argparse.ArgumentParser, option: str, env: str) -> None:
+    """Make ``option`` an explicit, explained refusal instead of "unrecognized arguments"."""
+    parser.add_argument(option, action=_RefusedSecret, env=env, dest=f"_refused{option}")
 
 
 def read_secret(env: str, prompt: str, *, required: bool = True) -> str | None:
@@ -150,6 +179,11 @@ def _local_api(args: argparse.Namespace) -> int:
                         token_secret=secret, seed=args.seed,
                         allow_remote_delivery=args.allow_remote_delivery)
     print(f"local Model API listening on {api.url}")
+    from ._server import is_loopback
+
+    if not is_loopback(args.host):
+        print(f"warning: listening on {args.host}, beyond this machine; anyone who can reach "
+              "it and knows the token can manage callbacks", file=sys.stderr)
     print("use it with:")
     print(f"  export MATTERPORT_API_URL={api.url}")
     print(f"  export MATTERPORT_TOKEN_ID={api.token_id}")

@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import httpx
 from pydantic import SecretStr, ValidationError
@@ -77,10 +78,17 @@ class ModelApiClient:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = url or os.environ.get("MATTERPORT_API_URL") or DEFAULT_URL
+        if "@" in urlsplit(self.url).netloc:
+            raise ConfigurationError(
+                "url: contains credentials (user:password@); pass token_id/token_secret "
+                "(or set MATTERPORT_TOKEN_ID/MATTERPORT_TOKEN_SECRET) instead")
         if not self.url.startswith(("http://", "https://")):
             raise ConfigurationError(f"url: {self.url!r} is not an http(s) URL of the Model API")
         self.token_id = token_id or os.environ.get("MATTERPORT_TOKEN_ID") or None
         secret = token_secret or os.environ.get("MATTERPORT_TOKEN_SECRET") or None
+        for name, value in (("token_secret", secret), ("access_token", access_token)):
+            if value is not None and not isinstance(value, str | SecretStr):
+                raise ConfigurationError(f"{name}: must be a string, got {type(value).__name__}")
         self._token_secret = SecretStr(secret) if isinstance(secret, str) else secret
         token = access_token or os.environ.get("MATTERPORT_ACCESS_TOKEN") or None
         self._access_token = SecretStr(token) if isinstance(token, str) else token
@@ -246,7 +254,7 @@ class ModelApiClient:
         defaults to every type of the webhook ``version`` (1 or 2).
         """
         if version not in (1, 2):
-            raise ConfigurationError("version: webhook version must be 1 or 2")
+            raise ConfigurationError(f"version: must be the integer 1 or 2, got {version!r}")
         types = _types(event_types, version)
         if target is None:
             if url is None:
@@ -263,7 +271,7 @@ class ModelApiClient:
         self, offset: str | None = None, page_size: int | None = None
     ) -> CallbackPage:
         """One page of ``modelEventWebhookCallbacks``."""
-        variables = {"offset": offset, "pageSize": page_size or self.page_size}
+        variables = {"offset": offset, "pageSize": self.page_size if page_size is None else page_size}
         data = self.execute(ops.LIST_CALLBACKS, variables, retry=True)
         page = data.get("modelEventWebhookCallbacks")
         return CallbackPage.model_validate(page or {})
@@ -324,7 +332,7 @@ class ModelApiClient:
         data: dict[str, Any] = {}
         if version is not None:
             if version not in (1, 2):
-                raise ConfigurationError("version: webhook version must be 1 or 2")
+                raise ConfigurationError(f"version: must be the integer 1 or 2, got {version!r}")
             data["version"] = version
         if event_types is not None:
             data["eventTypes"] = _types(event_types, version)

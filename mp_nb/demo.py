@@ -42,6 +42,7 @@ def run_demo(models: int = 3, *, out: TextIO, db: str | Path | None = None, time
         say(f"   receiver         {receiver.url}  (basic credentials)")
         say(f"   event store      {receiver.db_path}")
         say()
+        stored_before, rejected_before = receiver.count(), len(receiver.rejections())
         cb = client.add_callback(
             receiver.url + "?source=mp-nb-demo", list(V1_EVENT_TYPES),
             cred_type="basic", cred_key="mp-nb-demo", cred_secret=hook_secret,
@@ -58,12 +59,13 @@ def run_demo(models: int = 3, *, out: TextIO, db: str | Path | None = None, time
         ids = api.simulate.lifecycle(models, v2_steps=False)
         expected = models * len(V1_EVENT_TYPES)
         step(5, "simulate", f"{models} models through " + ", ".join(V1_EVENT_TYPES))
-        receiver.wait_for(expected, timeout=timeout)
+        receiver.wait_for(stored_before + expected, timeout=timeout)
         api.drain(timeout)
-        events = receiver.events()
+        events = receiver.events(model_id=ids)  # this run's models, even in a reused store
         verified = int((events["auth"] == "verified").sum())
+        rejected = len(receiver.rejections()) - rejected_before
         step(6, "receive", f"{len(events)} events stored, {verified} with verified credentials, "
-                           f"{len(receiver.rejections())} rejected")
+                           f"{rejected} rejected")
         say()
         say(_type_table(events))
         say()

@@ -202,6 +202,10 @@ def credentials_problem(
     else:
         if cred_key and header_name_problem(cred_key):
             return f"{k}: for {t} 'token' it names the header; {header_name_problem(cred_key)}"
+        if cred_key and cred_key.lower() in RESERVED_HEADERS:
+            return (f"{k}: {cred_key!r} is set by the delivery itself and cannot carry the "
+                    f"token; name another header (e.g. X-Api-Key) or leave {k} out to send "
+                    "Authorization: Bearer")
         problem = header_value_problem(cred_secret)
         if problem:
             return (f"{s}: a 'token' secret travels as a header value and {problem}; "

@@ -62,6 +62,7 @@ from .credentials import (
     redact_headers,
 )
 from .exceptions import ConfigurationError, WaitTimeout
+from .models import EventType, credentials_problem
 from .store import Delivery, EventStore, Rejection, StoredEvent
 
 log = logging.getLogger(__name__)
@@ -113,10 +114,19 @@ class Receiver:
         start: bool = True,
     ) -> None:
         self.path = "/" + path.strip("/") if path.strip("/") else "/"
+        if cred_secret is not None and not isinstance(cred_secret, str | SecretStr):
+            raise ConfigurationError("cred_secret: must be a string (the password or token)")
+        secret = SecretStr(cred_secret) if isinstance(cred_secret, str) else cred_secret
+        problem = credentials_problem(
+            cred_type.value if isinstance(cred_type, CredType) else cred_type,
+            cred_key or None,
+            secret.get_secret_value() if secret is not None else None,
+        )
+        if problem:
+            raise ConfigurationError(problem)
         self.cred_type = CredType(cred_type) if cred_type is not None else None
         self.cred_key = cred_key or None
-        self.cred_secret = SecretStr(cred_secret) if isinstance(cred_secret, str) else cred_secret
-        self._validate_credentials()
+        self.cred_secret = secret
         if not is_loopback(host) and self.cred_type is None:
             raise ConfigurationError(
                 f"host: binding to {host} exposes the receiver beyond this machine; "
@@ -151,20 +161,6 @@ class Receiver:
         )  # on_stop also runs at interpreter exit and when a re-run cell takes the port
         if start:
             self.start()
-
-    def _validate_credentials(self) -> None:
-        secret = self.cred_secret.get_secret_value() if self.cred_secret is not None else ""
-        if self.cred_type is None:
-            if self.cred_key or secret:
-                raise ConfigurationError(
-                    "cred_type: cred_key/cred_secret given without cred_type; "
-                    "use cred_type='basic' or 'token'"
-                )
-            return
-        if not secret:
-            raise ConfigurationError(f"cred_secret: cred_type={self.cred_type.value!r} needs one")
-        if self.cred_type is CredType.basic and not self.cred_key:
-            raise ConfigurationError("cred_key: cred_type='basic' needs the user name")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -256,7 +252,14 @@ class Receiver:
         In a notebook a progress line is shown (``progress=None`` = only there). Raises
         :class:`~mp_nb.exceptions.WaitTimeout` naming what did arrive.
         """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ConfigurationError(f"n: must be a count of events (0 or more), got {n!r}")
         wanted = [types] if isinstance(types, str) else (list(types) if types else None)
+        unknown = [t for t in wanted or [] if t not in EventType.__members__]
+        if unknown:
+            raise ConfigurationError(
+                f"types: {', '.join(map(repr, unknown))} not a Matterport event type; known types: "
+                + ", ".join(EventType.__members__))
         deadline = time.monotonic() + timeout
         bar = _Progress(n) if (progress or (progress is None and _in_kernel())) else None
         seen_to = self.store.max_id()

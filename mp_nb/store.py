@@ -678,6 +678,9 @@ class EventStore:
                 f"synchronous: {synchronous!r} is not a SQLite level; use 'NORMAL' or 'FULL'"
             )
         self.path = Path(path).expanduser().resolve()
+        problem = store_file_problem(self.path)
+        if problem:
+            raise ConfigurationError(f"db: {problem}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.synchronous = sync
         self.max_age: float | None = None
@@ -1425,9 +1428,37 @@ def _model_summary(frame: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+def store_file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be used as an mp_nb store, or None (missing/empty files are fine).
+
+    Looks read-only, so another application's database is never modified.
+    """
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+        return None
+    if not path.is_file():
+        return f"{path} is not a file"
+    try:
+        conn = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        return f"{path} is not a SQLite database ({exc})"
+    if tables and not {"events", "rejections", "meta"} <= tables:
+        return (f"{path} is a SQLite database of something else (tables: "
+                f"{', '.join(sorted(tables)[:5])}); give an mp_nb store or a new file name")
+    return None
+
+
 def open_store(path: str | os.PathLike[str]) -> EventStore:
     """Open an existing store file (no receiver needed) to read its history."""
+    if not isinstance(path, str | os.PathLike):
+        raise ConfigurationError(f"path: expected a file path, got {type(path).__name__}")
     p = Path(path).expanduser()
-    if not p.exists():
+    if not p.is_file() or p.stat().st_size == 0:
         raise ConfigurationError(f"path: no store at {p}; give the .sqlite3 file a receiver wrote")
+    problem = store_file_problem(p)
+    if problem:
+        raise ConfigurationError(f"path: {problem}")
     return EventStore(p)

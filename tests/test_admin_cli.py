@@ -146,5 +146,6 @@ def test_a_ping_that_is_not_delivered_exits_1(bad_runs):
 
 def test_secrets_cannot_be_given_on_the_command_line(bad_runs):
     code, out, err = bad_runs["secret on the command line"]
-    assert code == 2 and "unrecognized arguments: --cred-secret" in err
+    assert code == 2 and "--cred-secret: secrets never go on the command line" in err
+    assert "MP_NB_CRED_SECRET" in err
     assert "in-ps" not in out
