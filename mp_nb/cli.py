@@ -210,18 +210,33 @@ def _receive(args: argparse.Namespace) -> int:
     receiver.start()
     print(f"receiving on {receiver.url}  (store {receiver.db_path})", flush=True)
     seen = 0
+    refused = receiver.store.rejection_count()  # only refusals from now on are printed
     try:
         while not args.count or seen < args.count:
             try:
                 ids = lines.get(timeout=0.5)
             except queue.Empty:
-                continue
+                ids = []
             for row in receiver.store.rows(ids):
                 print(json.dumps(row, default=str) if args.json else _event_line(row), flush=True)
                 seen += 1
+            if receiver.store.rejection_count() > refused:
+                new = receiver.rejections().iloc[refused:]
+                refused += len(new)
+                for rej in new.to_dict("records"):
+                    print(_refusal_line(rej, args.json), flush=True)
     finally:
         receiver.stop()
     return 0
+
+
+def _refusal_line(rej: dict[str, Any], as_json: bool) -> str:
+    """One refused request (wrong secret, bad JSON …), so a misconfigured sender is visible."""
+    if as_json:
+        keep = ("id", "received_at", "status", "reason", "method", "path", "remote")
+        return json.dumps({"refused": True, **{k: rej[k] for k in keep}}, default=str)
+    when = str(rej["received_at"])[11:23]
+    return f"{when}  refused {rej['status']} {rej['method']} {rej['path']}: {rej['reason']}"
 
 
 def _event_line(row: dict[str, Any]) -> str:

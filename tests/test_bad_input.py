@@ -16,15 +16,17 @@ from mp_nb.exceptions import InvalidRequestError
 @pytest.mark.parametrize("header", ["Content-Type", "content-length", "Host"])
 def test_a_token_cannot_travel_in_a_framing_header(mp_client, mp_receiver, tmp_path, header):
     with pytest.raises(ConfigurationError, match=f"cred_key: '{header}' is set by the delivery"):
-        mp_client.add_callback(mp_receiver.url, ["uploaded"], cred_type="token", cred_key=header,
-                               cred_secret="TOPSECRETTOKEN")
+        mp_client.add_callback(
+            mp_receiver.url, ["uploaded"], cred_type="token", cred_key=header, cred_secret="TOPSECRETTOKEN"
+        )
     with pytest.raises(ConfigurationError, match="cred_key"):
-        Receiver(cred_type="token", cred_key=header, cred_secret="x", db=tmp_path / "r.sqlite3",
-                 start=False)
+        Receiver(cred_type="token", cred_key=header, cred_secret="x", db=tmp_path / "r.sqlite3", start=False)
     # and the API itself refuses it, whatever the client
-    query = ('mutation { addModelEventWebhookCallback(input: {eventTypes: [uploaded], callback: '
-             f'{{scheme: "http", host: "127.0.0.1", credType: token, credKey: "{header}", '
-             'credSecret: "TOPSECRETTOKEN"}}) { id } }')
+    query = (
+        "mutation { addModelEventWebhookCallback(input: {eventTypes: [uploaded], callback: "
+        f'{{scheme: "http", host: "127.0.0.1", credType: token, credKey: "{header}", '
+        'credSecret: "TOPSECRETTOKEN"}}) { id } }'
+    )
     with pytest.raises(InvalidRequestError, match="credKey"):
         mp_client.execute(query)
     assert mp_client.callbacks() == []
@@ -91,8 +93,9 @@ def test_version_must_be_an_integer(mp_client):
 
 
 def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "mp_nb", *args], capture_output=True, text=True,
-                          timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "mp_nb", *args], capture_output=True, text=True, timeout=120, env=env
+    )
 
 
 def test_cli_argument_errors_read_well(tmp_path):
@@ -108,8 +111,15 @@ def test_cli_argument_errors_read_well(tmp_path):
 def test_cli_unwritable_output_is_one_line(tmp_path):
     with Receiver(db=tmp_path / "s.sqlite3"):
         pass
-    proc = run_cli("events", "--db", str(tmp_path / "s.sqlite3"), "--format", "csv",
-                   "--output", str(tmp_path / "missing-dir" / "out.csv"))
+    proc = run_cli(
+        "events",
+        "--db",
+        str(tmp_path / "s.sqlite3"),
+        "--format",
+        "csv",
+        "--output",
+        str(tmp_path / "missing-dir" / "out.csv"),
+    )
     assert proc.returncode == 1
     assert proc.stderr.startswith("mp-nb: error:") and "Traceback" not in proc.stderr
     assert "No such file or directory" in proc.stderr
@@ -123,3 +133,41 @@ def test_demo_on_an_existing_store_reports_only_its_own_run(tmp_path):
         assert proc.returncode == 0, proc.stderr
         assert "21 events stored, 21 with verified credentials, 0 rejected" in proc.stdout
     assert len(open_store(db).events()) == 42
+
+
+def test_mp_nb_receive_shows_refused_requests(tmp_path):
+    import os
+
+    import httpx
+
+    env = {**os.environ, "MP_NB_CRED_SECRET": "right-secret", "PYTHONUNBUFFERED": "1"}
+    cmd = [
+        sys.executable,
+        "-m",
+        "mp_nb",
+        "receive",
+        "--db",
+        str(tmp_path / "r.sqlite3"),
+        "--cred-type",
+        "basic",
+        "--cred-key",
+        "hook",
+        "--count",
+        "1",
+    ]
+    with subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
+    ) as proc:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split()[2]
+        with httpx.Client(trust_env=False, timeout=10) as http:
+            assert http.post(url, json={"type": "uploaded"}, auth=("hook", "wrong")).status_code == 401
+            assert (
+                proc.stdout.readline()
+                .rstrip()
+                .endswith("refused 401 POST /webhook: wrong username or password")
+            )
+            assert http.post(url, json={"type": "uploaded"}, auth=("hook", "right-secret")).status_code == 200
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "uploaded" in out and "right-secret" not in out + err
