@@ -32,7 +32,6 @@ from typing import Any
 
 from .models import Callback
 
-SUBCOMMANDS = ("list", "add", "patch", "remove", "ping", "add-events", "remove-events")
 ATTEMPT_TABLE_COLUMNS = ("delivery_id", "attempt", "at", "callback_id", "event_type", "status",
                          "latency_ms", "outcome", "error")
 
