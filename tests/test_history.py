@@ -73,6 +73,34 @@ def test_duplicate_deliveries_are_flagged_never_dropped(receiver, post):
     assert receiver.models().set_index("model_id").loc["DUP00000001", "duplicates"] == 2
 
 
+def test_duplicates_are_found_across_writers_and_after_retention(receiver, post, tmp_path):
+    """The writer finds first copies in memory: rows another writer added and rows retention
+    deleted must still give the right answer."""
+    body_a = json.dumps(v1("uploaded", "XWRITER0001", 0)).encode()
+    body_b = json.dumps(v1("uploaded", "XWRITER0002", 0)).encode()
+    first_a = post(body_a)
+    with Receiver(cred_type="basic", cred_key=USER, cred_secret=SECRET,
+                  db=receiver.db_path) as other:  # fmt: skip
+        with httpx.Client(trust_env=False, timeout=10) as http:
+            sent = http.post(other.url, content=body_a, headers=AUTH).json()["id"]
+            first_b = http.post(other.url, content=body_b, headers=AUTH).json()["id"]
+    assert sent == first_a + 1 and first_b == first_a + 2
+    copy_b = post(body_b)  # first written by the other receiver
+    frame = receiver.events().set_index("id")
+    assert frame.loc[sent, "duplicate_of"] == first_a
+    assert frame.loc[copy_b, "duplicate_of"] == first_b
+    receiver.store.set_retention(max_rows=2)  # drops both first copies
+    post(v1("uploaded", "XWRITER0003", 0))
+    _settled(receiver, lambda f: len(f) == 2)
+    again_b = post(body_b)
+    assert receiver.events().set_index("id").loc[again_b, "duplicate_of"] == copy_b
+    receiver.store.set_retention(max_rows=1)
+    post(v1("uploaded", "XWRITER0004", 0))
+    _settled(receiver, lambda f: len(f) == 1)
+    fresh_a = post(body_a)  # every earlier copy is gone: a first copy again
+    assert pd.isna(receiver.events().set_index("id").loc[fresh_a, "duplicate_of"])
+
+
 def test_out_of_order_arrivals_are_marked_per_model(receiver, post):
     post(v1("updated", "ORDER000001", 10))
     late = post(v1("processed", "ORDER000001", 5, data={"success": "true"}))
