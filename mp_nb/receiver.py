@@ -166,6 +166,7 @@ class Receiver:
 
     def start(self) -> Receiver:
         """Start serving (idempotent). Re-running on the same port replaces the old receiver."""
+        self.store.start_writer()
         self._server.start()
         return self
 
