@@ -79,11 +79,10 @@ def test_duplicates_are_found_across_writers_and_after_retention(receiver, post,
     body_a = json.dumps(v1("uploaded", "XWRITER0001", 0)).encode()
     body_b = json.dumps(v1("uploaded", "XWRITER0002", 0)).encode()
     first_a = post(body_a)
-    with Receiver(cred_type="basic", cred_key=USER, cred_secret=SECRET,
-                  db=receiver.db_path) as other:  # fmt: skip
-        with httpx.Client(trust_env=False, timeout=10) as http:
-            sent = http.post(other.url, content=body_a, headers=AUTH).json()["id"]
-            first_b = http.post(other.url, content=body_b, headers=AUTH).json()["id"]
+    other = Receiver(cred_type="basic", cred_key=USER, cred_secret=SECRET, db=receiver.db_path)
+    with other, httpx.Client(trust_env=False, timeout=10) as http:
+        sent = http.post(other.url, content=body_a, headers=AUTH).json()["id"]
+        first_b = http.post(other.url, content=body_b, headers=AUTH).json()["id"]
     assert sent == first_a + 1 and first_b == first_a + 2
     copy_b = post(body_b)  # first written by the other receiver
     frame = receiver.events().set_index("id")
