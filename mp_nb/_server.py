@@ -316,8 +316,9 @@ def guarded_http_protocol(
             self._disarm()
             self.transport.pause_reading()
             method = None
-            with contextlib.suppress(Exception):
-                method = self.parser.get_method().decode("ascii", "replace")
+            if getattr(self, "url", b""):  # llhttp reports DELETE (0) before it read a method
+                with contextlib.suppress(Exception):
+                    method = self.parser.get_method().decode("ascii", "replace")
             headers = self.headers or []
             refusal = ProtocolRefusal(
                 status=status, reason=reason, method=method,

@@ -32,8 +32,8 @@ from typing import Any
 
 from .models import Callback
 
-ATTEMPT_TABLE_COLUMNS = ("delivery_id", "attempt", "at", "callback_id", "event_type", "status",
-                         "latency_ms", "outcome", "error")
+ATTEMPT_TABLE_COLUMNS = ("delivery_id", "attempt", "at", "callback_id", "event_type", "model_id",
+                         "status", "latency_ms", "outcome", "error")
 
 
 def _connection_options(p: argparse.ArgumentParser, *, top: bool) -> None:
@@ -137,17 +137,9 @@ def _client(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Run one ``mp-nb callbacks`` action; errors propagate as :class:`MpNbError`."""
-    from .exceptions import NotFoundError
-
     with _client(args) as client:
         action: Callable[[Any, argparse.Namespace], int] = _ACTIONS[args.action]
-        try:
-            return action(client, args)
-        except NotFoundError as exc:
-            if getattr(args, "id", None) is None:
-                raise
-            raise NotFoundError(f"no callback with id {args.id!r} ({exc.message})",
-                                code=exc.code, status=exc.status, errors=exc.errors) from None
+        return action(client, args)
 
 
 def _list(client: Any, args: argparse.Namespace) -> int:
@@ -224,7 +216,9 @@ def run_attempts(args: argparse.Namespace) -> int:
     if args.failed:
         frame = frame[frame["outcome"].astype(str) != "delivered"]
     if args.json:
-        print(frame.to_json(orient="records", date_format="iso"))
+        from .cli import frame_json
+
+        print(frame_json(frame))
         return 0
     if frame.empty:
         print("(no delivery attempts)")

@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except MpNbError as exc:
-        print(f"mp-nb: error: {exc}", file=sys.stderr)
+        print(f"mp-nb: error: {in_cli_words(str(exc))}", file=sys.stderr)
         return 1
     except OSError as exc:  # a file that cannot be written or read, a port that is taken
         where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
@@ -49,6 +49,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+#: Python names in shared error messages, and what a shell user types instead.
+_CLI_WORDS = (
+    ("cred_type/cred_key/cred_secret", f"--cred-type, --cred-key and {CRED_SECRET_ENV}"),
+    ("cred_key/cred_secret", f"--cred-key and {CRED_SECRET_ENV}"),
+    ("patch_callback: nothing to change; pass url, event_types, version, credentials, "
+     "query_params or additional_headers",
+     "nothing to change; pass --callback-url, -e, --version, --cred-type/--cred-key or --header"),
+    ("use an id from client.callbacks()", "use an id from mp-nb callbacks list"),
+    ("callback_id:", "id:"),
+    ("path: no store at", "--db: no store at"),
+    ("path: expected", "--db: expected"),
+)
+
+
+def in_cli_words(message: str) -> str:
+    """An error message with the Python argument names it mentions replaced by CLI options."""
+    for python, cli in _CLI_WORDS:
+        message = message.replace(python, cli)
+    return message
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -152,7 +173,8 @@ def read_secret(env: str, prompt: str, *, required: bool = True) -> str | None:
         if value:
             return value
     if required:
-        raise _usage(f"set {env} (or run on a terminal to be prompted) to give the secret")
+        empty = " (it is set but empty)" if env in os.environ else ""
+        raise _usage(f"set {env}{empty} (or run on a terminal to be prompted) to give the secret")
     return None
 
 
@@ -217,14 +239,17 @@ def _receive(args: argparse.Namespace) -> int:
                 ids = lines.get(timeout=0.5)
             except queue.Empty:
                 ids = []
+            out: list[tuple[Any, str]] = []  # (received_at, line): both kinds in time order
             for row in receiver.store.rows(ids):
-                print(json.dumps(row, default=str) if args.json else _event_line(row), flush=True)
+                out.append((row["received_at"], _json_line(row) if args.json else _event_line(row)))
                 seen += 1
             if receiver.store.rejection_count() > refused:
                 new = receiver.rejections().iloc[refused:]
                 refused += len(new)
-                for rej in new.to_dict("records"):
-                    print(_refusal_line(rej, args.json), flush=True)
+                out += [(rej["received_at"], _refusal_line(rej, args.json))
+                        for rej in new.to_dict("records")]
+            for _, line in sorted(out, key=lambda item: item[0]):
+                print(line, flush=True)
     finally:
         receiver.stop()
     return 0
@@ -234,9 +259,10 @@ def _refusal_line(rej: dict[str, Any], as_json: bool) -> str:
     """One refused request (wrong secret, bad JSON …), so a misconfigured sender is visible."""
     if as_json:
         keep = ("id", "received_at", "status", "reason", "method", "path", "remote")
-        return json.dumps({"refused": True, **{k: rej[k] for k in keep}}, default=str)
+        return _json_line({"refused": True, **{k: rej[k] for k in keep}})
     when = str(rej["received_at"])[11:23]
-    return f"{when}  refused {rej['status']} {rej['method']} {rej['path']}: {rej['reason']}"
+    method, path, reason = (_shown(rej[k]) for k in ("method", "path", "reason"))
+    return f"{when}  refused {rej['status']} {method or '-'} {path}: {reason}"
 
 
 def _event_line(row: dict[str, Any]) -> str:
@@ -244,26 +270,50 @@ def _event_line(row: dict[str, Any]) -> str:
     flags = " ping" if row.get("ping") else ""
     flags += f" duplicate-of={row['duplicate_of']}" if row.get("duplicate_of") else ""
     success = "" if row.get("success") is None else f" success={bool(row['success'])}"
-    return (f"{when}  #{row['id']:<6} {row.get('type') or '(not json)':<24} "
-            f"{row.get('model_id') or '-':<12}{success}{flags}")
+    kind = _shown(row.get("type")) or "(no type)"
+    return (f"{when}  #{row['id']:<6} {kind:<24} "
+            f"{_shown(row.get('model_id')) or '-':<12}{success}{flags}")
+
+
+def frame_json(frame: Any, *, lines: bool = False) -> str:
+    """A DataFrame as JSON records (ISO times), without pandas' escaping of ``/``."""
+    text = frame.to_json(orient="records", lines=lines, date_format="iso")
+    return text.replace("\\/", "/").rstrip("\n")
+
+
+def _shown(value: Any) -> str:
+    """Text from a sender made safe for a terminal: control characters (line breaks, escape
+    sequences) are printed as escapes, so a request cannot forge or colour lines."""
+    text = "" if value is None else str(value)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _json_line(row: dict[str, Any]) -> str:
+    """One JSON line: times in ISO 8601 UTC (as ``mp-nb events --format json``), flags as booleans."""
+    def plain(value: Any) -> Any:
+        if hasattr(value, "isoformat"):
+            return value.isoformat().replace("+00:00", "Z")
+        return str(value)
+
+    flags = {k: bool(row[k]) for k in ("ping", "out_of_order") if k in row}
+    return json.dumps({**row, **flags}, default=plain)
 
 
 def _events(args: argparse.Namespace) -> int:
     from .store import open_store
 
     store = open_store(args.db)
-    frame = store.rejections() if args.rejections else store.events()
-    if not args.rejections:
-        if args.type:
-            frame = frame[frame["type"].astype("string").isin(args.type)]
-        if args.model:
-            frame = frame[frame["model_id"] == args.model]
+    if args.rejections:
+        frame = store.rejections()
+    else:
+        frame = store.events(types=args.type or None, model_id=args.model)
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     try:
         if args.format == "csv":
             frame.to_csv(out, index=False)
         elif args.format == "json":
-            frame.to_json(out, orient="records", lines=True, date_format="iso")
+            if len(frame):  # pandas writes a blank line for no rows
+                print(frame_json(frame, lines=True), file=out)
         else:
             cols = ["id", "received_at", "type", "model_id", "success"] if not args.rejections else [
                 "id", "received_at", "status", "reason"]

@@ -28,6 +28,7 @@ from .exceptions import (
     ApiError,
     AuthenticationError,
     ConfigurationError,
+    NotFoundError,
     PagingError,
     PermissionDeniedError,
     RateLimitError,
@@ -40,7 +41,11 @@ from .models import (
     CallbackTarget,
     EventType,
     KeyValue,
+    as_cred_type,
+    as_secret,
     check_event_types,
+    credentials_problem,
+    query_params_problem,
     split_url,
 )
 
@@ -85,13 +90,10 @@ class ModelApiClient:
         if not self.url.startswith(("http://", "https://")):
             raise ConfigurationError(f"url: {self.url!r} is not an http(s) URL of the Model API")
         self.token_id = token_id or os.environ.get("MATTERPORT_TOKEN_ID") or None
-        secret = token_secret or os.environ.get("MATTERPORT_TOKEN_SECRET") or None
-        for name, value in (("token_secret", secret), ("access_token", access_token)):
-            if value is not None and not isinstance(value, str | SecretStr):
-                raise ConfigurationError(f"{name}: must be a string, got {type(value).__name__}")
-        self._token_secret = SecretStr(secret) if isinstance(secret, str) else secret
-        token = access_token or os.environ.get("MATTERPORT_ACCESS_TOKEN") or None
-        self._access_token = SecretStr(token) if isinstance(token, str) else token
+        self._token_secret = as_secret(
+            token_secret or os.environ.get("MATTERPORT_TOKEN_SECRET") or None, "token_secret")
+        self._access_token = as_secret(
+            access_token or os.environ.get("MATTERPORT_ACCESS_TOKEN") or None, "access_token")
         if self._access_token is None and not (self.token_id and self._token_secret):
             raise ConfigurationError(
                 "token_id/token_secret: no credentials. Pass token_id and token_secret (an API "
@@ -158,6 +160,15 @@ class ModelApiClient:
                 log.info("retrying after %s (attempt %d/%d, %.2fs)", exc, attempt, attempts, delay)
                 time.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _execute_for(self, callback_id: str, document: str, variables: dict[str, Any],
+                     retry: bool = False) -> dict[str, Any]:
+        """:meth:`execute` for an operation on one callback: a not-found error names the id."""
+        try:
+            return self.execute(document, variables, retry=retry)
+        except NotFoundError as exc:
+            exc.detail = f"no callback with id {callback_id!r}"
+            raise
 
     def _execute_once(self, document: str, variables: dict[str, Any]) -> dict[str, Any]:
         response, body = self._send("POST", self.url,
@@ -311,7 +322,9 @@ class ModelApiClient:
         for cb in self.iter_callbacks():
             if cb.id == callback_id:
                 return cb
-        raise CODE_TO_ERROR["not.found"]("Error fetching data", code="not.found")
+        error = NotFoundError("Error fetching data", code="not.found")
+        error.detail = f"no callback with id {callback_id!r}"
+        raise error
 
     def patch_callback(
         self,
@@ -343,43 +356,55 @@ class ModelApiClient:
                       path=fields["path"])
             cb["queryParams"] = [kv.model_dump() for kv in fields["query_params"]]
         if query_params is not None:
-            cb["queryParams"] = cb.get("queryParams", []) + [
-                kv.model_dump() for kv in _kvs(query_params, "query_params")]
+            params = _kvs(query_params, "query_params")
+            problem = query_params_problem([(kv.key, kv.value) for kv in params])
+            if problem:
+                raise ConfigurationError(f"query_params: {problem}")
+            cb["queryParams"] = cb.get("queryParams", []) + [kv.model_dump() for kv in params]
         if additional_headers is not None:
-            cb["additionalHeaders"] = [
-                kv.model_dump() for kv in _kvs(additional_headers, "additional_headers")]
+            headers = _kvs(additional_headers, "additional_headers")
+            problem = credentials_problem(None, None, None, [(kv.key, kv.value) for kv in headers])
+            if problem:
+                raise ConfigurationError(problem)
+            cb["additionalHeaders"] = [kv.model_dump() for kv in headers]
         if cred_type is not _UNSET:
-            cb["credType"] = CredType(cred_type).value if cred_type is not None else None
+            kind = as_cred_type(cred_type)
+            cb["credType"] = kind.value if kind is not None else None
         if cred_key is not _UNSET:
+            if cred_key is not None and not isinstance(cred_key, str):
+                raise ConfigurationError(f"cred_key: must be a string, got {type(cred_key).__name__}")
             cb["credKey"] = cred_key
-        if cred_secret is not _UNSET and cred_secret:
-            cb["credSecret"] = (cred_secret.get_secret_value()
-                                if isinstance(cred_secret, SecretStr) else cred_secret)
+        secret = as_secret(None if cred_secret is _UNSET else cred_secret, "cred_secret")
+        if secret is not None:
+            if not secret.get_secret_value():
+                raise ConfigurationError(
+                    "cred_secret: empty; leave it out to keep the stored secret")
+            cb["credSecret"] = secret.get_secret_value()
         if cb:
             data["callback"] = cb
         if not data:
             raise ConfigurationError("patch_callback: nothing to change; pass url, event_types, "
                                      "version, credentials, query_params or additional_headers")
-        result = self.execute(ops.PATCH_CALLBACK, {"id": callback_id, "input": data})
+        result = self._execute_for(callback_id, ops.PATCH_CALLBACK, {"id": callback_id, "input": data})
         return Callback.model_validate(result["patchModelEventWebhookCallback"])
 
     def remove_callback(self, callback_id: str) -> bool:
         """Delete a callback (``removeModelEventWebhookCallback``)."""
         _require_id(callback_id)
-        data = self.execute(ops.REMOVE_CALLBACK, {"id": callback_id})
+        data = self._execute_for(callback_id, ops.REMOVE_CALLBACK, {"id": callback_id})
         return bool(data["removeModelEventWebhookCallback"])
 
     def ping_callback(self, callback_id: str) -> bool:
         """Deliver a test event (``pingModelEventWebhookCallback``); True if it was accepted."""
         _require_id(callback_id)
-        data = self.execute(ops.PING_CALLBACK, {"id": callback_id}, retry=True)
+        data = self._execute_for(callback_id, ops.PING_CALLBACK, {"id": callback_id}, retry=True)
         return bool(data["pingModelEventWebhookCallback"])
 
     def add_event_types(self, callback_id: str, event_types: Iterable[str | EventType]) -> Callback:
         """Subscribe an existing callback to more types (``addModelEventToCallback``)."""
         _require_id(callback_id)
         types = _types(event_types, None)
-        data = self.execute(ops.ADD_EVENTS, {"id": callback_id, "eventTypes": types})
+        data = self._execute_for(callback_id, ops.ADD_EVENTS, {"id": callback_id, "eventTypes": types})
         return Callback.model_validate(data["addModelEventToCallback"])
 
     def remove_event_types(
@@ -388,7 +413,7 @@ class ModelApiClient:
         """Unsubscribe types (``removeModelEventFromCallback``)."""
         _require_id(callback_id)
         types = _types(event_types, None)
-        data = self.execute(ops.REMOVE_EVENTS, {"id": callback_id, "eventTypes": types})
+        data = self._execute_for(callback_id, ops.REMOVE_EVENTS, {"id": callback_id, "eventTypes": types})
         return Callback.model_validate(data["removeModelEventFromCallback"])
 
 

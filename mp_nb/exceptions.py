@@ -57,9 +57,13 @@ class ApiError(MpNbError):
         self.code = code
         self.status = status
         self.errors = errors or []
+        #: What mp_nb knows about the failure beyond the server's words (e.g. which id).
+        self.detail: str | None = None
 
     def __str__(self) -> str:
         parts = [self.message]
+        if self.detail:
+            parts[0] += f" ({self.detail})"
         if self.code:
             parts.append(f"code={self.code}")
         if self.status is not None:

@@ -26,11 +26,16 @@ __all__ = [
     "CredType",
     "EventType",
     "KeyValue",
+    "as_cred_type",
+    "as_secret",
     "check_event_types",
     "credentials_problem",
     "endpoint_url",
     "event_types_for",
     "event_types_problem",
+    "host_problem",
+    "path_problem",
+    "query_params_problem",
     "split_url",
 ]
 
@@ -142,6 +147,9 @@ _HEADER_NAME_CHARS = frozenset(
 RESERVED_HEADERS = frozenset(
     {"content-type", "content-length", "host", "transfer-encoding", "connection"}
 )
+#: Headers that carry credentials: only ``credType``/``credKey``/``credSecret`` may set them,
+#: because extra headers are returned by every list.
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization"})
 
 
 def header_name_problem(name: str) -> str | None:
@@ -159,6 +167,81 @@ def header_value_problem(value: str) -> str | None:
         return "has a line break or NUL"
     if not value.isascii() or any(not (c.isprintable() or c == "\t") for c in value):
         return "must be printable ASCII (HTTP header values cannot carry other characters)"
+    return None
+
+
+def as_secret(value: object, field: str) -> SecretStr | None:
+    """``value`` as a SecretStr (None stays None); anything else but a string is refused
+    with a message that names its type, never its value."""
+    if value is None or isinstance(value, SecretStr):
+        return value
+    if isinstance(value, str):
+        return SecretStr(value)
+    raise ConfigurationError(f"{field}: must be a string, got {type(value).__name__} (value not shown)")
+
+
+def as_cred_type(value: object, field: str = "cred_type") -> CredType | None:
+    """``value`` as a CredType (None = no credentials), or a ConfigurationError naming both kinds."""
+    if value is None or isinstance(value, CredType):
+        return value
+    if isinstance(value, str) and value in CredType.__members__:
+        return CredType(value)
+    raise ConfigurationError(f"{field}: {value!r} is not a credential type; use 'basic', 'token' or None")
+
+
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._:[]")
+
+
+def _unprintable(text: str) -> str | None:
+    """The first control or whitespace character in ``text`` (as shown in messages), or None."""
+    for i, c in enumerate(text):
+        if c.isspace() or not c.isprintable():
+            return f"{c!r} at position {i}"
+    return None
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``host`` cannot be a callback's host (a bare DNS name or IP address), or None."""
+    if not host:
+        return "host is empty; give a host name like example.com"
+    if any(c in host for c in "/?#@") or _unprintable(host):
+        return f"host {host!r} must be a bare host name (no scheme, path, credentials or spaces)"
+    if not host.isascii():
+        return (f"host {host!r} has non-ASCII letters; give its ASCII (xn--) form, e.g. "
+                f"{host.encode('idna').decode() if _idna_ok(host) else 'xn--...'}")
+    if not set(host) <= _HOST_CHARS:
+        return f"host {host!r}: only letters, digits, '-', '.', '_' (or an IP address)"
+    return None
+
+
+def _idna_ok(host: str) -> bool:
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        return False
+    return True
+
+
+def path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be a callback's path, or None (spaces and control characters would
+    travel altered; ``?`` and ``#`` belong to the query params and to nobody)."""
+    bad = _unprintable(path)
+    if bad:
+        return f"path {path!r} has {bad}; percent-encode it (a space is %20)"
+    for c, where in (("?", "give query params separately"), ("#", "fragments are never sent")):
+        if c in path:
+            return f"path {path!r} contains {c!r}; {where}"
+    return None
+
+
+def query_params_problem(pairs: list[tuple[str, str]]) -> str | None:
+    """Why these query params cannot be sent, or None (names non-empty, no control characters)."""
+    for key, value in pairs:
+        if not key:
+            return "a query parameter name is empty"
+        for text in (key, value):
+            if any(not (c.isprintable() or c == " ") for c in text):
+                return f"{text!r} has a control character (line break, tab, NUL ...)"
     return None
 
 
@@ -183,6 +266,9 @@ def credentials_problem(
             problem = f"value of {name!r} {vp}" if vp else None
         if problem is None and name.lower() in RESERVED_HEADERS:
             problem = f"{name!r} is set by the delivery itself and cannot be overridden"
+        if problem is None and name.lower() in CREDENTIAL_HEADERS:
+            problem = (f"{name!r} carries credentials, and extra headers are listed back in "
+                       f"clear; use {t}/{k}/{s} instead, which are never shown")
         if problem:
             return f"{h}: {problem}"
     if cred_type is None:
@@ -225,7 +311,7 @@ class _Model(BaseModel):
 class KeyValue(_Model):
     """A query parameter or an extra header."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
     key: str
     value: str
 
@@ -261,7 +347,14 @@ def split_url(url: str) -> dict[str, Any]:
     """
     if not isinstance(url, str) or not url.strip():
         raise ConfigurationError("url: empty; give a URL like https://example.com/hooks/matterport")
-    parts = urlsplit(url.strip())
+    url = url.strip()
+    bad = _unprintable(url)
+    if bad:
+        raise ConfigurationError(
+            f"url: {url!r} has {bad}; a URL has no spaces or control characters "
+            "(percent-encode a space as %20)"
+        )
+    parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise ConfigurationError(
             f"url: scheme must be http or https, got {parts.scheme or 'none'!r} in {url!r}"
@@ -275,20 +368,27 @@ def split_url(url: str) -> dict[str, Any]:
         raise ConfigurationError(f"url: no host in {url!r}")
     if parts.fragment:
         raise ConfigurationError(f"url: fragments (#{parts.fragment}) are never sent; remove it")
+    raw_port = parts.netloc.rpartition("]")[2].rpartition(":")[2] if ":" in parts.netloc else ""
     try:
         port = parts.port
-    except ValueError as exc:
-        raise ConfigurationError(f"url: port out of range 1-65535 in {url!r}") from exc
+    except ValueError:
+        port = None
+        if raw_port.isdigit():
+            raise ConfigurationError(f"url: port out of range 1-65535 ({raw_port}) in {url!r}") from None
+        raise ConfigurationError(f"url: port {raw_port!r} is not a number in {url!r}") from None
     if port == 0:
         raise ConfigurationError(f"url: port out of range 1-65535 in {url!r}")
+    path = parts.path.lstrip("/")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    for problem in (host_problem(parts.hostname), path_problem(path), query_params_problem(query)):
+        if problem:
+            raise ConfigurationError(f"url: {problem}")
     return {
         "scheme": parts.scheme,
         "host": parts.hostname,
         "port": port,
-        "path": parts.path.lstrip("/"),
-        "query_params": [
-            KeyValue(key=k, value=v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
-        ],
+        "path": path,
+        "query_params": [KeyValue(key=k, value=v) for k, v in query],
     }
 
 
@@ -296,11 +396,16 @@ def _pairs(value: Any, field: str) -> Any:
     """Accept dicts and (key, value) tuples as well as KeyValue lists."""
     if value is None:
         return []
-    if isinstance(value, dict):
-        return [{"key": str(k), "value": str(v)} for k, v in value.items()]
+    if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
+        raise ConfigurationError(
+            f"{field}: expected a dict or (key, value) pairs, got {type(value).__name__}")
+    items = value.items() if isinstance(value, dict) else value
     out = []
-    for item in value:
+    for item in items:
         if isinstance(item, tuple | list) and len(item) == 2:
+            if item[1] is None:
+                raise ConfigurationError(f"{field}: {item[0]!r} has no value (None); give a "
+                                         "string, '' for an empty one")
             out.append({"key": str(item[0]), "value": str(item[1])})
         else:
             out.append(item)
@@ -313,7 +418,8 @@ class CallbackTarget(_Model):
     ``cred_secret`` is a ``SecretStr``: it never shows in a repr or a log line.
     """
 
-    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True,
+                              hide_input_in_errors=True)  # errors never echo a secret
 
     scheme: str = "https"
     host: str
@@ -336,16 +442,26 @@ class CallbackTarget(_Model):
     @classmethod
     def _host(cls, v: str) -> str:
         v = v.strip()
-        if not v:
-            raise ValueError("host is empty; give a host name like example.com")
-        if any(c in v for c in "/?#@ "):
-            raise ValueError(f"host {v!r} must be a bare host name (no scheme, path or spaces)")
+        problem = host_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("path")
     @classmethod
     def _path(cls, v: str) -> str:
+        problem = path_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v.lstrip("/")
+
+    @field_validator("query_params")
+    @classmethod
+    def _query(cls, v: list[KeyValue]) -> list[KeyValue]:
+        problem = query_params_problem([(kv.key, kv.value) for kv in v])
+        if problem:
+            raise ValueError(problem)
+        return v
 
     @field_validator("query_params", "additional_headers", mode="before")
     @classmethod

@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import queue
+import sys
 import tempfile
 import threading
 import time
@@ -61,9 +62,16 @@ from .credentials import (
     credential_header_name,
     redact_headers,
 )
-from .exceptions import ConfigurationError, WaitTimeout
-from .models import EventType, credentials_problem
-from .store import Delivery, EventStore, Rejection, StoredEvent
+from .exceptions import ConfigurationError, ReceiverError, WaitTimeout
+from .models import (
+    EventType,
+    as_cred_type,
+    as_secret,
+    credentials_problem,
+    host_problem,
+    path_problem,
+)
+from .store import Delivery, EventStore, Rejection, StoredEvent, _is_int, _is_number
 
 log = logging.getLogger(__name__)
 
@@ -113,34 +121,46 @@ class Receiver:
         max_rows: int | None = None,
         start: bool = True,
     ) -> None:
+        if not isinstance(path, str):
+            raise ConfigurationError(f"path: give the URL path to listen on, like '/webhook', "
+                                     f"got {path!r}")
+        problem = path_problem(path)
+        if problem:
+            raise ConfigurationError(f"path: {problem}")
         self.path = "/" + path.strip("/") if path.strip("/") else "/"
-        if cred_secret is not None and not isinstance(cred_secret, str | SecretStr):
-            raise ConfigurationError("cred_secret: must be a string (the password or token)")
-        secret = SecretStr(cred_secret) if isinstance(cred_secret, str) else cred_secret
+        secret = as_secret(cred_secret, "cred_secret")
+        kind = as_cred_type(cred_type)
+        if cred_key is not None and not isinstance(cred_key, str):
+            raise ConfigurationError(f"cred_key: must be a string, got {type(cred_key).__name__}")
         problem = credentials_problem(
-            cred_type.value if isinstance(cred_type, CredType) else cred_type,
+            kind.value if kind else None,
             cred_key or None,
             secret.get_secret_value() if secret is not None else None,
         )
         if problem:
             raise ConfigurationError(problem)
-        self.cred_type = CredType(cred_type) if cred_type is not None else None
+        self.cred_type = kind
         self.cred_key = cred_key or None
         self.cred_secret = secret
+        problem = host_problem(host) if isinstance(host, str) else "host: give an address"
+        if problem:
+            raise ConfigurationError(f"host: {problem} (the address to listen on, e.g. 127.0.0.1)")
         if not is_loopback(host) and self.cred_type is None:
             raise ConfigurationError(
                 f"host: binding to {host} exposes the receiver beyond this machine; "
                 "set cred_type/cred_key/cred_secret so that only Matterport can post"
             )
-        if not isinstance(port, int) or not 0 <= port <= 65535:
+        if not _is_int(port):
+            raise ConfigurationError(f"port: must be an integer, got {port!r}")
+        if not 0 <= port <= 65535:
             raise ConfigurationError(f"port: {port!r} out of range; use 0 (any free port) to 65535")
-        if max_body < 1:
-            raise ConfigurationError("max_body: must be at least 1 byte")
-        if max_header < 256:
-            raise ConfigurationError("max_header: must be at least 256 bytes")
+        for name, value, least in (("max_body", max_body, 1), ("max_header", max_header, 256)):
+            if not (_is_int(value) and value >= least):
+                raise ConfigurationError(f"{name}: must be a number of bytes, at least {least}; "
+                                         f"got {value!r}")
         for name, value in (("head_timeout", head_timeout), ("body_timeout", body_timeout)):
-            if not value > 0:
-                raise ConfigurationError(f"{name}: must be a positive number of seconds")
+            if not (_is_number(value) and value > 0):
+                raise ConfigurationError(f"{name}: must be a positive number of seconds, got {value!r}")
         self.max_body = max_body
         self.max_header = max_header
         self.head_timeout = float(head_timeout)
@@ -253,8 +273,10 @@ class Receiver:
         In a notebook a progress line is shown (``progress=None`` = only there). Raises
         :class:`~mp_nb.exceptions.WaitTimeout` naming what did arrive.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        if not _is_int(n) or n < 0:
             raise ConfigurationError(f"n: must be a count of events (0 or more), got {n!r}")
+        if not (_is_number(timeout) and timeout >= 0):
+            raise ConfigurationError(f"timeout: must be a number of seconds (0 or more), got {timeout!r}")
         wanted = [types] if isinstance(types, str) else (list(types) if types else None)
         unknown = [t for t in wanted or [] if t not in EventType.__members__]
         if unknown:
@@ -271,6 +293,9 @@ class Receiver:
             if have >= n:
                 return have
             left = deadline - time.monotonic()
+            if left > 0 and not self.running:
+                raise ReceiverError(f"receiver {self.url} is stopped: {have} of {n} events "
+                                    "arrived; start it again with receiver.start()")
             if left <= 0:
                 seen = self.store.type_counts(include_pings)
                 what = ", ".join(f"{k}={v}" for k, v in seen.items()) or "nothing"
@@ -303,6 +328,11 @@ class Receiver:
             raise ConfigurationError("fn: give a function taking one StoredEvent")
         if not isinstance(event_type, str) or not event_type:
             raise ConfigurationError("event_type: give an event type name, or '*' for all")
+        if (event_type != "*" and event_type not in EventType.__members__
+                and not self.store.count([event_type], include_pings=True)):
+            raise ConfigurationError(
+                f"event_type: {event_type!r} is neither a Matterport event type nor a type in "
+                "this store; known types: " + ", ".join(EventType.__members__) + ", or '*'")
         self._handlers.add(event_type, fn, duplicates=duplicates)
         return fn
 
@@ -551,7 +581,12 @@ def _parse_json(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
         parsed = _DECODER.decode(text)
     except RecursionError:
         return None, "invalid JSON: nested too deeply"
-    except ValueError as exc:  # JSONDecodeError, and int() over the digit limit
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON: {exc}"
+    except ValueError as exc:  # int() over Python's digit limit, or a NaN/Infinity constant
+        if "digits" in str(exc):
+            limit = getattr(sys, "get_int_max_str_digits", lambda: 4300)()
+            return None, f"invalid JSON: a number with more than {limit} digits"
         return None, f"invalid JSON: {exc}"
     if not isinstance(parsed, dict):
         return None, f"JSON body is a {type(parsed).__name__}, not an object"

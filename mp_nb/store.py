@@ -47,6 +47,7 @@ import pandas as pd
 
 from .events import ModelEvent, event_fields, parse_event
 from .exceptions import ConfigurationError, ReceiverError
+from .models import EventType
 
 log = logging.getLogger(__name__)
 
@@ -703,6 +704,7 @@ class EventStore:
         self._first_copy: dict[int, int] = {}  # body digest (first 8 bytes) -> first event id
         self._first_copy_upto = 0  # ... for every event with an id up to this one
         self._retention_due = 0.0
+        self._retention_pending = False  # rows written since the last retention pass
 
     def __repr__(self) -> str:
         return f"EventStore({str(self.path)!r})"
@@ -713,10 +715,14 @@ class EventStore:
         """Bound the history (None = keep everything); applied by the writer from now on."""
         if isinstance(max_age, _dt.timedelta):
             max_age = max_age.total_seconds()
-        if max_age is not None and not max_age > 0:
-            raise ConfigurationError("max_age: must be a positive number of seconds or a timedelta")
-        if max_rows is not None and (isinstance(max_rows, bool) or int(max_rows) < 1):
-            raise ConfigurationError("max_rows: must be at least 1 (or None to keep every row)")
+        if max_age is not None and not (_is_number(max_age) and max_age > 0):
+            raise ConfigurationError(
+                f"max_age: must be a positive number of seconds or a timedelta, got {max_age!r}")
+        if max_rows is not None and not (
+                isinstance(max_rows, int) and not isinstance(max_rows, bool) and max_rows >= 1):
+            raise ConfigurationError(
+                f"max_rows: must be an integer of at least 1 (or None to keep every row), "
+                f"got {max_rows!r}")
         self.max_age = float(max_age) if max_age is not None else None
         self.max_rows = int(max_rows) if max_rows is not None else None
         self._retention_due = 0.0
@@ -838,8 +844,12 @@ class EventStore:
                 self._forget_first_copies()  # read again at the first write
             stop = False
             while not stop:
-                first = self._queue.get()
                 batch: list[_Item] = []
+                try:  # with retention set, wake up when the next pass is due even if idle
+                    first = self._queue.get(timeout=self._retention_wait())
+                except queue.Empty:
+                    self._retain(conn)
+                    continue
                 if first is None:
                     stop = True
                 else:
@@ -855,12 +865,19 @@ class EventStore:
                         batch.append(item)
                 if batch:
                     self._commit(conn, batch)
+                    self._retention_pending = True
                 if self.max_age is not None or self.max_rows is not None:
                     self._retain(conn)
         finally:
             self._checkpoint_stop.set()
             checkpointer.join(10)
             conn.close()
+
+    def _retention_wait(self) -> float | None:
+        """Seconds until the next retention pass is due (None: no retention, wait forever)."""
+        if self.max_age is None and (self.max_rows is None or not self._retention_pending):
+            return None  # max_rows alone: one pass after the last write is enough
+        return max(0.01, self._retention_due - time.monotonic())
 
     def _checkpoint_loop(self) -> None:
         """Copy committed WAL pages into the database file off the commit path.
@@ -993,6 +1010,7 @@ class EventStore:
         if now < self._retention_due:
             return
         self._retention_due = now + RETENTION_EVERY
+        self._retention_pending = False
         deleted = 0
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -1162,10 +1180,16 @@ class EventStore:
         if not include_pings and pings:
             mask = both(~frame["ping"].to_numpy())
         if types is not None:
-            wanted = [types] if isinstance(types, str) else list(types)
+            wanted = _names(types, "types")
+            unknown = [t for t in wanted if t not in EventType.__members__
+                       and t not in frame["type"].cat.categories]
+            if unknown:
+                raise ConfigurationError(
+                    f"types: {', '.join(map(repr, unknown))} is neither a Matterport event type "
+                    "nor a type in this store; known types: " + ", ".join(EventType.__members__))
             mask = both(frame["type"].isin(wanted).to_numpy())
         if model_id is not None:
-            models = [model_id] if isinstance(model_id, str) else list(model_id)
+            models = _names(model_id, "model_id")
             mask = both(frame["model_id"].isin(models).to_numpy(dtype=bool, na_value=False))
         if since is not None or until is not None:
             ns = frame[by].array.asi8  # NaT (missing event_time) is the smallest int64
@@ -1353,6 +1377,24 @@ def _insert_rows(
            f"VALUES (?, {', '.join('?' * len(columns))})")  # fmt: skip
     conn.executemany(sql, [(i, *row) for i, row in zip(ids, rows, strict=True)])
     return ids
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _names(value: Any, field: str) -> list[str]:
+    """One name or several, as a list of strings; anything else is refused by field name."""
+    if isinstance(value, str):
+        return [value]
+    items = list(value) if isinstance(value, list | tuple | set | frozenset | pd.Series) else None
+    if items is None or not all(isinstance(v, str) for v in items):
+        raise ConfigurationError(f"{field}: give a string or a list of strings, got {value!r}")
+    return items
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

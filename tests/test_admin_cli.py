@@ -80,9 +80,12 @@ def test_every_subcommand_round_trip(api, env, receiver):
 
     header, *rows = mp_nb(env, "attempts", "--callback", cid).stdout.splitlines()
     assert header.split() == ["delivery_id", "attempt", "at", "callback_id", "event_type",
-                              "status", "latency_ms", "outcome", "error"]
+                              "model_id", "status", "latency_ms", "outcome", "error"]
     (row,) = rows
-    assert row.split()[3:6] == [cid, "processed", "200"] and row.split()[-2:] == ["delivered", "-"]
+    assert row.split()[3:7] == [cid, "processed", "PING0000000", "200"]
+    assert row.split()[-2:] == ["delivered", "-"]
+    as_json = json.loads(mp_nb(env, "attempts", "--callback", cid, "--json").stdout)
+    assert as_json[0]["url"].startswith("http://127.0.0.1:") and as_json[0]["ping"] is True
 
     removed = mp_nb(env, "callbacks", "remove", cid)
     assert (removed.returncode, removed.stdout.strip()) == (0, f"removed {cid}")
@@ -96,7 +99,7 @@ BAD_INPUT = {
     "mixed versions": (["callbacks", "add", "http://127.0.0.1:9/x", "-e", "uploaded", "-e",
                         "created"], "cannot mix webhook v1 types (uploaded)"),
     "unknown id on remove": (["callbacks", "remove", "nosuchid"],
-                             "no callback with id 'nosuchid' (Error fetching data)"),
+                             "Error fetching data (no callback with id 'nosuchid')"),
     "nothing listening": (["callbacks", "--url", "http://127.0.0.1:1/api/models/graph", "list"],
                           "cannot reach http://127.0.0.1:1/api/models/graph"),
     "attempts of a non-local API": (["attempts", "--url", "RECEIVER"],

@@ -171,3 +171,151 @@ def test_mp_nb_receive_shows_refused_requests(tmp_path):
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert "uploaded" in out and "right-secret" not in out + err
+
+
+@pytest.mark.parametrize("secret", [["S3CRETLIST"], 12345, {"s": "S3CRETDICT"}, b"S3CRETBYTES"])
+def test_patch_refuses_a_non_string_secret_without_echoing_it(mp_client, mp_receiver, secret):
+    cb = mp_client.add_callback(mp_receiver.url, ["uploaded"])
+    with pytest.raises(ConfigurationError, match="cred_secret: must be a string") as caught:
+        mp_client.patch_callback(cb.id, cred_type="token", cred_secret=secret)
+    assert "S3CRET" not in str(caught.value) and "12345" not in str(caught.value)
+    with pytest.raises(ConfigurationError, match="cred_secret: empty; leave it out"):
+        mp_client.patch_callback(cb.id, cred_secret="")
+    with pytest.raises(ConfigurationError, match="cred_type: 'oauth' is not a credential type"):
+        mp_client.patch_callback(cb.id, cred_type="oauth")
+    assert mp_client.get_callback(cb.id).callback.cred_type is None  # nothing was changed
+    mp_client.remove_callback(cb.id)
+
+
+def test_callback_target_errors_never_show_the_secret():
+    from pydantic import ValidationError
+
+    from mp_nb import CallbackTarget
+
+    with pytest.raises(ValidationError) as caught:
+        CallbackTarget(path="x", cred_type="basic", cred_key="me", cred_secret="S3CRETVALUE")  # type: ignore[call-arg]
+    assert "host" in str(caught.value) and "S3CRETVALUE" not in str(caught.value)
+
+
+def test_credentials_never_travel_in_additional_headers(mp_client, mp_receiver):
+    for name in ("Authorization", "proxy-authorization"):
+        with pytest.raises(ConfigurationError, match="carries credentials, and extra headers are listed"):
+            mp_client.add_callback(mp_receiver.url, ["uploaded"], additional_headers={name: "Basic bWU6YWJj"})
+    cb = mp_client.add_callback(mp_receiver.url, ["uploaded"], additional_headers={"X-Team": "a"})
+    with pytest.raises(ConfigurationError, match="'Authorization' carries credentials"):
+        mp_client.patch_callback(cb.id, additional_headers={"Authorization": "Bearer x"})
+    expected = r"additional_headers: expected a dict or \(key, value\) pairs, got int"
+    with pytest.raises(ConfigurationError, match=expected):
+        mp_client.add_callback(mp_receiver.url, ["uploaded"], additional_headers=42)
+    assert [kv.key for kv in mp_client.get_callback(cb.id).callback.additional_headers] == ["X-Team"]
+    mp_client.remove_callback(cb.id)
+
+
+def test_not_found_names_the_id(mp_client):
+    from mp_nb import NotFoundError
+
+    for call in (mp_client.remove_callback, mp_client.ping_callback, mp_client.get_callback):
+        with pytest.raises(NotFoundError) as caught:
+            call("nosuchid")
+        assert caught.value.message == "Error fetching data"  # the API's own words, unchanged
+        assert "no callback with id 'nosuchid'" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"path": None}, "path: give the URL path to listen on"),
+        ({"path": "/x?a=1"}, "give query params separately"),
+        ({"path": "/x y"}, "percent-encode it"),
+        ({"port": "0"}, "port: must be an integer, got '0'"),
+        ({"max_body": "1MB"}, "max_body: must be a number of bytes, at least 1; got '1MB'"),
+        ({"max_age": "1d"}, "max_age: must be a positive number of seconds or a timedelta, got '1d'"),
+        ({"max_rows": 2.5}, "max_rows: must be an integer"),
+        ({"head_timeout": "x"}, "head_timeout: must be a positive number"),
+        ({"host": "not a host"}, "host: host 'not a host' must be a bare host name"),
+        ({"cred_type": "basic", "cred_key": 7, "cred_secret": "x"}, "cred_key: must be a string"),
+    ],
+)
+def test_receiver_arguments_are_checked_by_name(tmp_path, kwargs, message):
+    with pytest.raises(ConfigurationError, match=message.replace("?", r"\?")):
+        Receiver(db=tmp_path / "r.sqlite3", start=False, **kwargs)
+
+
+def test_history_filters_and_handlers_catch_type_typos(mp_receiver):
+    with pytest.raises(ConfigurationError, match="'uplodaed' is neither a Matterport event type nor a type"):
+        mp_receiver.events(types="uplodaed")
+    with pytest.raises(ConfigurationError, match="'nope' is neither a Matterport event type"):
+        mp_receiver.on("nope", print)
+    with pytest.raises(ConfigurationError, match="types: give a string or a list of strings, got 5"):
+        mp_receiver.events(types=5)
+    with pytest.raises(ConfigurationError, match="model_id: give a string or a list of strings, got 123"):
+        mp_receiver.events(model_id=123)
+    with pytest.raises(ConfigurationError, match="timeout: must be a number of seconds"):
+        mp_receiver.wait_for(1, timeout="x")
+    assert len(mp_receiver.events(types=["uploaded", "processed"])) == 0  # known types are fine
+
+
+def test_a_type_the_platform_added_later_is_accepted_once_stored(tmp_path):
+    import httpx
+
+    with Receiver(db=tmp_path / "r.sqlite3") as receiver, httpx.Client(trust_env=False) as http:
+        assert http.post(receiver.url, json={"type": "model_archived", "modelId": "M1"}).status_code == 200
+        receiver.on("model_archived", lambda event: None)
+        assert receiver.events(types="model_archived")["model_id"].tolist() == ["M1"]
+
+
+def test_wait_for_on_a_stopped_receiver_says_so_at_once(tmp_path):
+    import time
+
+    from mp_nb.exceptions import ReceiverError
+
+    receiver = Receiver(db=tmp_path / "r.sqlite3")
+    receiver.stop()
+    started = time.monotonic()
+    with pytest.raises(ReceiverError, match="is stopped: 0 of 1 events arrived; start it again"):
+        receiver.wait_for(1, timeout=30)
+    assert time.monotonic() - started < 10  # not the whole timeout
+    assert receiver.wait_for(0, timeout=30) == 0
+
+
+def test_mp_nb_receive_never_prints_control_characters(tmp_path):
+    import os
+
+    import httpx
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "mp_nb", "receive", "--db", str(tmp_path / "r.sqlite3"), "--count", "2"]
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          stdin=subprocess.DEVNULL) as proc:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split()[2]
+        with httpx.Client(trust_env=False, timeout=10) as http:
+            assert http.post(url.replace("/webhook", "/%0aFAKE%1b[31m")).status_code == 404
+            forged = {"type": "uploaded\nFAKE refused 401", "modelId": "\u001b[31mRED"}
+            assert http.post(url, json=forged).status_code == 200
+            assert http.post(url, json={}).status_code == 200
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    lines = out.splitlines()  # the banner line was read above
+    assert len(lines) == 3, out
+    assert "\x1b" not in out and not any(line.startswith("FAKE") for line in lines)
+    assert "refused 404 POST /\\nFAKE\\x1b[31m" in lines[0]
+    assert "uploaded\\nFAKE refused 401" in lines[1] and "\\x1b[31mRED" in lines[1]
+    assert "(no type)" in lines[2]
+
+
+def test_query_param_without_a_value_is_refused_not_sent_as_none(mp_client, mp_receiver):
+    with pytest.raises(ConfigurationError, match="query_params: 'a' has no value"):
+        mp_client.add_callback(mp_receiver.url, ["uploaded"], query_params={"a": None})
+    assert mp_client.callbacks() == []
+
+
+def test_a_huge_json_number_is_refused_in_plain_words(tmp_path):
+    import httpx
+
+    with Receiver(db=tmp_path / "r.sqlite3") as receiver, httpx.Client(trust_env=False) as http:
+        answer = http.post(receiver.url, content=b'{"n": ' + b"9" * 5000 + b"}")
+        assert answer.status_code == 400
+        assert "a number with more than 4300 digits" in answer.json()["error"]
+        assert "sys." not in answer.text
+        assert http.post(receiver.url, json={"type": "uploaded"}).status_code == 200

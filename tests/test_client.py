@@ -35,6 +35,26 @@ def test_bad_urls_are_refused_before_sending(mp_client, url, fragment):
     assert mp_client.callbacks() == []
 
 
+@pytest.mark.parametrize(
+    "url, fragment",
+    [
+        ("https://example.com:abc/x", "port 'abc' is not a number"),
+        ("http://127.0.0.1:8080/hook\r\nX-Evil: 1", "'\\r' at position 26; a URL has no spaces"),
+        ("http://127.0.0.1:8080/ho ok", "' ' at position 24; a URL has no spaces"),
+        ("http://127.0.\t0.1:1/x", "'\\t' at position 13"),
+        ("https://ex\u00e4mple.invalid/x", "non-ASCII letters; give its ASCII (xn--) form, e.g. xn--"),
+        ("https://ex!ample.invalid/x", "only letters, digits"),
+        ("https://example.com/x?a%0A=1", "control character"),
+    ],
+)
+def test_urls_that_would_travel_altered_are_refused(mp_client, url, fragment):
+    """Python's URL parser drops tabs and line breaks silently; the client refuses them."""
+    with pytest.raises(ConfigurationError) as caught:
+        mp_client.add_callback(url, ["processed"])
+    assert str(caught.value).startswith("url: ") and fragment in str(caught.value)
+    assert mp_client.callbacks() == []
+
+
 def test_split_url_defaults():
     fields = split_url("https://example.com")
     assert (fields["scheme"], fields["host"], fields["port"], fields["path"]) == (

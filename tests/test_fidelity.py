@@ -10,13 +10,14 @@ import json
 import httpx
 import pytest
 from graphql import GraphQLEnumType, GraphQLInputObjectType
+from pydantic import ValidationError
 
 from mp_nb import ConfigurationError, LocalModelApi, ModelApiClient
 from mp_nb import operations as ops
 from mp_nb.credentials import CredType
 from mp_nb.exceptions import InvalidRequestError
 from mp_nb.local_api import api_schema, validate_document
-from mp_nb.models import V1_EVENT_TYPES, V2_EVENT_TYPES, EventType
+from mp_nb.models import V1_EVENT_TYPES, V2_EVENT_TYPES, CallbackTarget, EventType
 
 SCHEMA = api_schema()
 
@@ -208,13 +209,42 @@ def test_mixing_v1_and_v2_types_is_a_clear_error(api, client):
 
 
 @pytest.mark.parametrize(
+    "field, value, fragment",
+    [
+        ("path", "x\r\nEvil: 1", "percent-encode it"),
+        ("path", "x?y=1", "give query params separately"),
+        ("path", "x#z", "fragments are never sent"),
+        ("host", "exa mple.invalid", "bare host name"),
+        ("host", "ex\u00e4mple.invalid", "non-ASCII"),
+        ("queryParams", [{"key": "a\r\n", "value": "1"}], "control character"),
+        ("queryParams", [{"key": "", "value": "1"}], "name is empty"),
+    ],
+)
+def test_fields_that_would_travel_altered_are_refused_on_both_ends(api, client, field, value,
+                                                                   fragment):
+    cb: dict = {"scheme": "http", "host": "127.0.0.1", field: value}
+    body = raw(api, ops.ADD_CALLBACK, {"input": {"eventTypes": ["processed"], "callback": cb}}).json()
+    (error,) = body["errors"]
+    assert error["message"].startswith(f"callback.{field}: ") and fragment in error["message"]
+    assert error["extensions"]["code"] == "request.invalid"
+    python = {"path": "path", "host": "host", "queryParams": "query_params"}[field]
+    with pytest.raises(ValidationError, match=fragment) as caught:
+        CallbackTarget(**{"host": "127.0.0.1", python: value, "cred_type": "basic",
+                          "cred_key": "u", "cred_secret": "never-echoed"})
+    assert "never-echoed" not in str(caught.value)  # pydantic errors show no input values
+    assert client.callbacks() == []
+
+
+@pytest.mark.parametrize(
     "kwargs, fragment",
     [
         ({"cred_type": "token", "cred_secret": "tök"}, "printable ASCII"),
         ({"cred_type": "token", "cred_key": "X Key", "cred_secret": "t"}, "header name"),
         ({"cred_type": "basic", "cred_key": "a:b", "cred_secret": "t"}, "may not contain ':'"),
         ({"cred_type": "basic", "cred_key": "u", "cred_secret": "t",
-          "additional_headers": {"Authorization": "Bearer x"}}, "replace the credential header"),
+          "additional_headers": {"Authorization": "Bearer x"}}, "carries credentials"),
+        ({"additional_headers": {"Authorization": "Basic bWU6YWJj"}}, "carries credentials"),
+        ({"additional_headers": {"proxy-authorization": "Basic x"}}, "carries credentials"),
         ({"cred_type": "token", "cred_key": "X-Api-Key", "cred_secret": "t",
           "additional_headers": {"x-api-key": "other"}}, "replace the credential header"),
         ({"additional_headers": {"Content-Type": "text/plain"}}, "cannot be overridden"),

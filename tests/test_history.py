@@ -224,6 +224,17 @@ def test_retention_keeps_newest_rows(receiver, post):
         receiver.store.set_retention(max_rows=0)
 
 
+def test_retention_catches_up_when_deliveries_stop(tmp_path):
+    """A burst faster than the once-a-second retention pass still ends at max_rows, with no
+    later delivery to trigger it."""
+    with Receiver(cred_type="basic", cred_key=USER, cred_secret=SECRET, db=tmp_path / "r.sqlite3",
+                  max_rows=3) as r, httpx.Client(trust_env=False, timeout=10) as http:  # fmt: skip
+        for i in range(12):
+            assert http.post(r.url, json=v1("uploaded", f"BURST{i:06d}", i), headers=AUTH).status_code == 200
+        kept = _settled(r, lambda f: len(f) == 3)
+        assert kept["model_id"].tolist() == [f"BURST{i:06d}" for i in (9, 10, 11)]
+
+
 def test_handlers_run_after_commit_without_delaying_acks(receiver, post):
     release = threading.Event()
     seen: list[tuple[str, int, str]] = []

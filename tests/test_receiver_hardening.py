@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
+import pandas as pd
 import pytest
 
 from mp_nb import Receiver
@@ -261,6 +262,15 @@ def test_refused_request_is_answered_recorded_and_harmless(receiver, steps, stat
     assert recorded["status"] == status and reason in recorded["reason"], recorded
     assert SECRET not in recorded["headers"] and AUTH not in recorded["headers"]
     valid_event_is_accepted(receiver)
+
+
+def test_bytes_that_are_not_http_record_no_method(receiver):
+    before = receiver.store.rejection_count()
+    exchange(receiver.port, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40)
+    recorded = newest_rejection(receiver, before)
+    assert recorded["status"] == 400 and pd.isna(recorded["method"]), recorded
+    exchange(receiver.port, request(headers=[*JSON_CT, ("Bad Header", "x")]))
+    assert newest_rejection(receiver, before + 1)["method"] == "POST"  # read before the error
 
 
 def test_at_least_forty_distinct_hostile_requests():

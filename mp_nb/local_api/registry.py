@@ -22,6 +22,9 @@ from ..models import (
     credentials_problem,
     endpoint_url,
     event_types_problem,
+    host_problem,
+    path_problem,
+    query_params_problem,
 )
 
 NOT_FOUND_MESSAGE = "Error fetching data"
@@ -81,14 +84,9 @@ class StoredCallback:
         }
 
 
-def _pairs(items: list[dict[str, str]] | None, what: str) -> list[tuple[str, str]]:
-    out = []
-    for kv in items or []:
-        key = kv["key"]
-        if not key:
-            raise invalid(f"{what}: a key is empty")
-        out.append((key, kv["value"]))
-    return out
+def _pairs(items: list[dict[str, str]] | None) -> list[tuple[str, str]]:
+    """``[{key, value}]`` as tuples; the names are checked by the rules of their field."""
+    return [(kv["key"], kv["value"]) for kv in items or []]
 
 
 def _check_version(version: Any) -> int:
@@ -117,9 +115,9 @@ def _apply_callback(target: StoredCallback, cb: dict[str, Any]) -> None:
         target.scheme = cb["scheme"]
     if "host" in cb and cb["host"] is not None:
         host = cb["host"].strip()
-        if not host or any(c in host for c in "/?#@ "):
-            raise invalid(f"callback.host: {cb['host']!r} is not a host name "
-                          "(no scheme, path, credentials or spaces)")
+        problem = host_problem(host)
+        if problem:
+            raise invalid(f"callback.host: {problem}")
         target.host = host
     if "port" in cb:
         port = cb["port"]
@@ -127,11 +125,18 @@ def _apply_callback(target: StoredCallback, cb: dict[str, Any]) -> None:
             raise invalid(f"callback.port: {port} out of range 1-65535")
         target.port = port
     if "path" in cb and cb["path"] is not None:
+        problem = path_problem(cb["path"])
+        if problem:
+            raise invalid(f"callback.path: {problem}")
         target.path = cb["path"].lstrip("/")
     if "queryParams" in cb:
-        target.query_params = _pairs(cb["queryParams"], "callback.queryParams")
+        params = _pairs(cb["queryParams"])
+        problem = query_params_problem(params)
+        if problem:
+            raise invalid(f"callback.queryParams: {problem}")
+        target.query_params = params
     if "additionalHeaders" in cb:
-        target.additional_headers = _pairs(cb["additionalHeaders"], "callback.additionalHeaders")
+        target.additional_headers = _pairs(cb["additionalHeaders"])
     if "credType" in cb:
         target.cred_type = CredType(cb["credType"]) if cb["credType"] else None
         if target.cred_type is None:
