@@ -94,17 +94,20 @@ class ServerThread:
             return
         if self.requested_port:
             _stop_previous(self.host, self.requested_port)
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # a restart keeps the port it had, so URLs registered with callbacks stay right
+        again = self.port if not self.requested_port else None
         try:
-            sock.bind((self.host, self.requested_port))
+            sock = self._bind(self.requested_port or again or 0)
         except OSError as exc:
-            sock.close()
-            raise ReceiverError(
-                f"cannot listen on {self.host}:{self.requested_port}: {exc.strerror or exc}. "
-                "Use port=0 to pick a free port, or stop whatever holds this one."
-            ) from exc
+            if again is None:
+                raise ReceiverError(
+                    f"cannot listen on {self.host}:{self.requested_port}: {exc.strerror or exc}. "
+                    "Use port=0 to pick a free port, or stop whatever holds this one."
+                ) from exc
+            sock = self._bind(0)
+            log.warning("%s: port %s was taken meanwhile; now on port %s, so URLs registered "
+                        "with the old port no longer reach it", self.name, again,
+                        sock.getsockname()[1])
         sock.listen(self.backlog)
         sock.setblocking(False)
         self._sock = sock
@@ -160,6 +163,17 @@ class ServerThread:
         self._release()
         if self._on_stop is not None:
             self._on_stop()
+
+    def _bind(self, port: int) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, port))
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     def _release(self) -> None:
         if self._sock is not None:

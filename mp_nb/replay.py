@@ -13,6 +13,7 @@ a loopback address is refused unless ``allow_remote=True``.
 
 from __future__ import annotations
 
+import numbers
 import os
 import shlex
 import time
@@ -26,7 +27,7 @@ from pydantic import SecretStr
 from ._server import is_loopback
 from .credentials import CredType, credential_header
 from .exceptions import ConfigurationError
-from .models import split_url
+from .models import as_cred_type, as_secret, credentials_problem, split_url
 from .store import EventStore, StoredEvent, open_store
 
 __all__ = ["SECRET_ENV", "curl_command", "replay"]
@@ -63,7 +64,8 @@ def replay(
     missing = [i for i in ids if i not in found]
     if missing:
         raise ConfigurationError(f"events: no event with id {missing[0]} in {source.path}")
-    auth = credential_header(cred_type, cred_key, cred_secret) if cred_type else None
+    kind = _credentials(cred_type, cred_key, cred_secret, secret_given=True)
+    auth = credential_header(kind, cred_key, cred_secret) if kind else None
     rows = []
     with httpx.Client(timeout=timeout, trust_env=False, follow_redirects=False) as http:
         for event_id in ids:
@@ -106,6 +108,7 @@ def curl_command(
     ignored). Bodies that are not printable UTF-8 text are piped in through ``printf`` with
     octal escapes, so the bytes sent are still exactly the stored ones.
     """
+    kind = _credentials(cred_type, cred_key, None, secret_given=False)
     del cred_secret  # never printed
     source = _store(store)
     target = _checked_url(url, allow_remote)
@@ -115,8 +118,7 @@ def curl_command(
     parts += ["-H", shlex.quote(f"Content-Type: {content_type}" if content_type else "Content-Type:")]
     for name, value in (headers or {}).items():
         parts += ["-H", shlex.quote(f"{name}: {value}")]
-    if cred_type is not None:
-        kind = CredType(cred_type)
+    if kind is not None:
         if kind is CredType.basic:
             parts += ["-u", _double_quoted(f"{cred_key or ''}:") + f'"${SECRET_ENV}"']
         elif cred_key:
@@ -155,21 +157,37 @@ def _checked_url(url: str, allow_remote: bool) -> str:
     return url.strip()
 
 
+def _credentials(cred_type: Any, cred_key: Any, cred_secret: Any, *,
+                 secret_given: bool) -> CredType | None:
+    """The credential type to send with, after the rules every sender follows; ``curl``
+    commands read the secret from the environment, so none is needed for them."""
+    kind = as_cred_type(cred_type)
+    secret = as_secret(cred_secret, "cred_secret") if secret_given else None
+    if not secret_given and kind is not None:
+        secret = SecretStr(f"${SECRET_ENV}")
+    problem = credentials_problem(kind.value if kind else None, cred_key or None,
+                                  secret.get_secret_value() if secret else None)
+    if problem:
+        raise ConfigurationError(problem)
+    return kind
+
+
 def _ids(events: Any) -> list[int]:
     if isinstance(events, StoredEvent):
         return [events.id]
     if isinstance(events, pd.DataFrame):
         if "id" not in events.columns:
             raise ConfigurationError("events: the DataFrame has no 'id' column; pass events()")
-        return [int(i) for i in events["id"]]
-    if isinstance(events, (int,)) and not isinstance(events, bool):
-        return [events]
-    try:
-        return [int(i) for i in events]
-    except (TypeError, ValueError) as exc:
+        events = events["id"]
+    if isinstance(events, numbers.Integral) and not isinstance(events, bool):
+        return [int(events)]  # numpy integers too, as df["id"].iloc[0] gives
+    if isinstance(events, str | bytes) or not isinstance(events, Iterable):
         raise ConfigurationError(
-            "events: give an event id, a list of ids or a DataFrame from events()"
-        ) from exc
+            f"events: give an event id, a list of ids or a DataFrame from events(), got {events!r}")
+    ids = list(events)
+    if not all(isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in ids):
+        raise ConfigurationError("events: every id must be an integer (the id column of events())")
+    return [int(i) for i in ids]
 
 
 def _headers(

@@ -370,6 +370,27 @@ def test_rerun_on_same_port_replaces_and_threads_never_print(tmp_path, capfd):
     assert out == "" and err == ""
 
 
+def test_stop_then_start_keeps_the_url_registered_callbacks_use(tmp_path, caplog):
+    receiver = Receiver(db=tmp_path / "r.sqlite3")
+    url = receiver.url
+    try:
+        receiver.stop()
+        receiver.start()
+        assert receiver.url == url
+        with httpx.Client(trust_env=False, timeout=5) as http:
+            assert http.post(url, json={"type": "uploaded"}).status_code == 200
+        receiver.stop()
+        squatter = Receiver(db=tmp_path / "s.sqlite3", port=receiver.port)  # takes the port
+        try:
+            with caplog.at_level("WARNING", logger="mp_nb"):
+                receiver.start()
+            assert receiver.url != url and "was taken meanwhile" in caplog.text
+        finally:
+            squatter.stop()
+    finally:
+        receiver.stop()
+
+
 def test_tunnel_refuses_before_any_network(tmp_path, monkeypatch):
     from mp_nb.tunnel import open_tunnel
 

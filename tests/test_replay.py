@@ -92,6 +92,24 @@ def test_bad_event_arguments_name_the_field(source, target):
         replay(source, "abc", target.url)
     with pytest.raises(ConfigurationError, match="url:"):
         replay(source, 1, "ftp://127.0.0.1/x")
+    with pytest.raises(ConfigurationError, match=r"events: give an event id.*got '12'"):
+        replay(source, "12", target.url)  # not events 1 and 2
+    with pytest.raises(ConfigurationError, match="cred_type: 'oauth' is not a credential type"):
+        replay(source, 1, target.url, cred_type="oauth", cred_secret="x")
+    with pytest.raises(ConfigurationError, match="given without cred_type"):
+        replay(source, 1, target.url, cred_key="hook")
+    with pytest.raises(ConfigurationError, match="given without cred_type"):
+        curl_command(source, 1, target.url, cred_key="hook")
+
+
+def test_replay_takes_the_ids_pandas_hands_out(source, target):
+    creds = {"cred_type": "token", "cred_key": "X-Hook-Token", "cred_secret": "tgt-secret"}
+    frame = source.events()
+    one = frame["id"].iloc[0]  # a numpy integer
+    result = replay(source, one, target.url, **creds)
+    assert result["id"].tolist() == [int(one)] and result["ok"].all()
+    again = replay(source, frame["id"], target.url, **creds)
+    assert again["id"].tolist() == frame["id"].tolist() and again["ok"].all()
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="needs the curl command")

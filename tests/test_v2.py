@@ -65,6 +65,19 @@ def test_a_v2_callback_receives_each_v2_type_as_a_typed_row(mp_local_api, mp_cli
     assert versions["created"] < versions["processed"] < versions["details_changed"]
 
 
+def test_live_steps_arrive_in_the_order_they_happened(mp_local_api, mp_client, mp_receiver):
+    """One callback's queue delivers in order, and live steps are dated now: nothing is out
+    of order, and the timeline follows the lifecycle."""
+    mp_client.add_callback(mp_receiver.url, version=2, **mp_receiver.credentials)
+    (model,) = mp_local_api.simulate.lifecycle(1)
+    mp_receiver.wait_for(11, timeout=10)
+    frame = mp_receiver.events()
+    assert not frame["out_of_order"].any(), frame[["type", "event_time", "out_of_order"]]
+    timeline = mp_receiver.timeline(model)["type"].astype(str).tolist()
+    assert timeline[:3] == ["created", "processed", "activation_state_changed"]
+    assert timeline[-2:] == ["deleted", "restored"]
+
+
 def test_v2_callbacks_never_see_v1_only_types_and_vice_versa(mp_local_api, mp_client,
                                                             mp_receiver):
     mp_client.add_callback(mp_receiver.url, ["processed", "created"], version=2,

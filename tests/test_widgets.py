@@ -167,16 +167,37 @@ def test_no_event_types(form):
     assert err(form, "event_types") == ""
 
 
-def test_version_switch_shows_the_matching_types_and_headers(form):
+def test_version_switch_shows_the_matching_types_and_keeps_headers(form):
     assert list(form.type_boxes) == list(V1_EVENT_TYPES)
-    assert form._headers_row.layout.display == "none"
+    form.headers.add("X-Team", "a")
     form.type_boxes["uploaded"].value = False  # not everything ticked: keep the overlap only
     form.version.value = 2
     assert list(form.type_boxes) == list(V2_EVENT_TYPES)
     assert form.selected_types == ["processed", "deleted"]
-    assert form._headers_row.layout.display == ""
     form.version.value = 1
     assert form.selected_types == ["processed", "deleted"]
+    assert form._headers_row.layout.display in (None, "")  # shown: delivered for v1 as well
+    assert form.headers.read() == ([("X-Team", "a")], None)
+
+
+def test_editing_a_v1_callback_keeps_its_headers(form, mp_client, mp_receiver):
+    cb = mp_client.add_callback(mp_receiver.url, ["processed"], additional_headers={"X-Team": "a"})
+    form.edit(cb.id)
+    assert form.submit() is not None
+    stored = mp_client.get_callback(cb.id).callback.additional_headers
+    assert [(kv.key, kv.value) for kv in stored] == [("X-Team", "a")]
+
+
+def test_a_refused_submit_keeps_pointing_at_the_real_mistake(form, mp_local_api):
+    form.url.value = "http://127.0.0.1:9/h"
+    form.cred_type.value = "basic"
+    form.cred_key.value = "a:b"
+    form.cred_secret.value = "s3cret-typed"
+    assert form.submit() is None
+    assert "may not contain ':'" in err(form, "credentials")
+    assert "needs a non-empty" not in form.last_error
+    assert form.cred_secret.value == "" and "type it again" in text(form.status)
+    assert len(mp_local_api.registry) == 0
 
 
 @pytest.mark.parametrize(("kind", "key", "secret", "expected"), [
@@ -374,6 +395,7 @@ def test_manager_ping_edit_and_remove_with_confirmation(mp_client, mp_local_api,
     manager.row_for(good.id).remove_button.click()
     manager.confirm_button.click()
     assert "Error fetching data" in text(manager.message)
+    assert "Error fetching data" in manager.last_error  # kept through the refresh after it
     assert manager.ids == []
     manager.close()
 

@@ -199,7 +199,12 @@ class Simulator:
                 activate: bool = True, at: datetime | None = None,
                 activation_delay: timedelta = timedelta(seconds=2)) -> None:
         """Processing finishes: v1 processed (``data.success`` as the string Matterport sends),
-        v2 processed, then, on success, activation pending → active."""
+        v2 processed, then, on success, activation pending → active.
+
+        With ``at`` (a history being written), the activation is dated ``activation_delay``
+        later; without it, everything happens now, so a live callback never gets an event
+        dated in the future (which would make the next one look out of order).
+        """
         model = self._model(model_id)
         t = self._now(at)
         model.processed = success
@@ -212,7 +217,7 @@ class Simulator:
                               "error": "" if success else (error or "processing failed")}),
         )
         if success and activate:
-            self.set_state(model_id, "active", at=t + activation_delay)
+            self.set_state(model_id, "active", at=t + activation_delay if at is not None else None)
 
     def set_state(self, model_id: str, state: str, *, at: datetime | None = None) -> None:
         """Activation state changes (pending | active | inactive): v2 only."""
@@ -321,7 +326,7 @@ class Simulator:
         ids = []
         for _ in range(n_models):
             mid = self.upload()
-            self.process(mid, activation_delay=timedelta(milliseconds=50))
+            self.process(mid)
             self.update(mid)
             if v2_steps:
                 self.set_visibility(mid, "public")

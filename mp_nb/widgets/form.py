@@ -21,7 +21,7 @@ from pydantic import SecretStr, ValidationError
 from pydantic.alias_generators import to_snake
 
 from ..client import ModelApiClient
-from ..exceptions import ApiError, ConfigurationError, MpNbError
+from ..exceptions import ApiError, ConfigurationError, MpNbError, TransportError
 from ..models import Callback, CallbackTarget, check_event_types, endpoint_url, event_types_for, split_url
 from ._common import (
     MUTED_STYLE,
@@ -134,6 +134,12 @@ class CallbackForm(View):
 
     def __init__(self, client: ModelApiClient, *, url: str = "", version: int = 1,
                  cred_type: str | None = None, cred_key: str | None = None) -> None:
+        if version not in (1, 2) or isinstance(version, bool):
+            raise ConfigurationError(f"version: must be the integer 1 or 2, got {version!r}")
+        cred_type = cred_type or None
+        if cred_type not in (None, "basic", "token"):
+            raise ConfigurationError(
+                f"cred_type: {cred_type!r} is not a credential type; use 'basic', 'token' or None")
         self.client = client
         self.editing: Callback | None = None
         self.last_result: Callback | None = None
@@ -190,7 +196,8 @@ class CallbackForm(View):
             self.scheme, self.host, self.error_lines["host"], self.port, self.error_lines["port"],
             self.path, self.error_lines["path"]])
         self._headers_row = w.VBox([
-            _heading("Additional headers", "sent with every delivery; webhook version 2"),
+            _heading("Additional headers", "sent with every delivery (documented for webhook "
+                     "version 2; no credentials here, they would be listed back)"),
             self.headers.box,
             self.error_lines["additional_headers"]])
         self._cred_fields = w.VBox([self.cred_key, self.cred_secret])
@@ -272,11 +279,9 @@ class CallbackForm(View):
         query, problem = self.query_params.read()
         if problem:
             errors["query_params"] = problem
-        headers: list[tuple[str, str]] = []
-        if version == 2:
-            headers, problem = self.headers.read()
-            if problem:
-                errors["additional_headers"] = problem
+        headers, problem = self.headers.read()
+        if problem:
+            errors["additional_headers"] = problem
 
         cred_type = self.cred_type.value or None
         send_secret = bool(self.cred_secret.value)
@@ -317,10 +322,13 @@ class CallbackForm(View):
         self._submitted = True
         plan = self.validate()
         if plan is None:
-            self.cred_secret.value = ""  # after any submit, the secret leaves the page
-            self.validate()
+            typed = bool(self.cred_secret.value)
+            # after any submit the secret leaves the page; the errors stay those of what
+            # was submitted (the emptied field is not the mistake to point at)
+            self._set_quietly(self.cred_secret, "")
             self.last_error = "; ".join(self.errors.values())
-            self.status.value = message_html("Nothing sent: fix the fields marked in red.")
+            again = " The secret was cleared: type it again." if typed else ""
+            self.status.value = message_html(f"Nothing sent: fix the fields marked in red.{again}")
             return None
         editing = self.editing
         self._busy = True
@@ -341,7 +349,7 @@ class CallbackForm(View):
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.status.value = message_html(f"Unexpected error: {self.last_error}")
         finally:
-            self.cred_secret.value = ""
+            self._set_quietly(self.cred_secret, "")
             self._busy = False
             self.submit_button.disabled = False
             self.submit_button.description = idle_label
@@ -350,7 +358,7 @@ class CallbackForm(View):
             if editing:
                 self.edit(result)  # keep editing the stored state
             else:  # the emptied secret is not a mistake to point at
-                self._touched, self._submitted = set(), False
+                self._touched, self._submitted, self.errors = set(), False, {}
                 self._show_errors()
             verb = "Saved" if editing else "Registered"
             self.status.value = message_html(f"{verb} callback {result.id} → {result.url}", OK_STYLE)
@@ -381,7 +389,9 @@ class CallbackForm(View):
     def _api_failed(self, exc: ApiError) -> None:
         text = api_error_text(exc)
         self.last_error = text
-        self.status.value = message_html(f"The Model API refused: {text}")
+        lead = ("Could not reach the Model API" if isinstance(exc, TransportError)
+                else "The Model API refused")
+        self.status.value = message_html(f"{lead}: {text}")
         field, sep, _rest = exc.message.partition(":")
         label = self._label_for(field.strip().removeprefix("callback.")) if sep else None
         if label is not None:
@@ -434,7 +444,7 @@ class CallbackForm(View):
         self._touched.add(field)
         self.validate()
 
-    def _set_quietly(self, widget: w.Text, value: str) -> None:
+    def _set_quietly(self, widget: w.Text | w.Password, value: str) -> None:
         loading, self._loading = self._loading, True
         try:
             widget.value = value
@@ -470,7 +480,6 @@ class CallbackForm(View):
     def _version_changed(self, change: dict[str, Any]) -> None:
         self._build_types(int(change["new"]), keep=self.selected_types,
                           all_before=all(b.value for b in self.type_boxes.values()))
-        self._headers_row.layout.display = "" if change["new"] == 2 else "none"
         if not self._loading:
             self.validate()
 
@@ -535,7 +544,6 @@ class CallbackForm(View):
             self._loading = False
         self._location_url.layout.display = ""
         self._location_parts.layout.display = "none"
-        self._headers_row.layout.display = "" if version == 2 else "none"
         self._cred_type_changed()
         self._touched = set()
         self._submitted = False

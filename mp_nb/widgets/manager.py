@@ -233,7 +233,9 @@ class CallbackManager(View):
             self.cancel_remove()
         if self.form.editing is not None and self.form.editing.id == cb.id and removed:
             self.form.new()
+        failure = self.last_error
         self.refresh()
+        self.last_error = self.last_error or failure  # the list reloaded; the removal still failed
         return removed
 
     def cancel_remove(self) -> None:
