@@ -211,6 +211,11 @@ def host_problem(host: str) -> str | None:
                 f"{host.encode('idna').decode() if _idna_ok(host) else 'xn--...'}")
     if not set(host) <= _HOST_CHARS:
         return f"host {host!r}: only letters, digits, '-', '.', '_' (or an IP address)"
+    if ":" not in host and "[" not in host:  # a DNS name or IPv4 address: check its labels
+        labels = host.removesuffix(".").split(".")
+        if any(not label or label.startswith("-") or label.endswith("-") for label in labels):
+            return (f"host {host!r}: each dot-separated part needs a letter or digit at both "
+                    "ends (no empty parts, no leading or trailing '-')")
     return None
 
 

@@ -837,7 +837,7 @@ class _Dispatcher:
         frame["event_id"] = frame["event_id"].astype("Int64")
         for col in ("event_type", "model_id", "handler", "error", "traceback"):
             frame[col] = frame[col].astype(pd.StringDtype())
-        frame["at"] = pd.to_datetime(frame["at"], utc=True)
+        frame["at"] = pd.to_datetime(frame["at"], utc=True).astype("datetime64[ns, UTC]")
         return frame
 
     def stop(self, timeout: float = 5.0) -> None:

@@ -44,6 +44,8 @@ def test_bad_urls_are_refused_before_sending(mp_client, url, fragment):
         ("http://127.0.\t0.1:1/x", "'\\t' at position 13"),
         ("https://ex\u00e4mple.invalid/x", "non-ASCII letters; give its ASCII (xn--) form, e.g. xn--"),
         ("https://ex!ample.invalid/x", "only letters, digits"),
+        ("https://-a.invalid/x", "no leading or trailing '-'"),
+        ("https://a..invalid/x", "no empty parts"),
         ("https://example.com/x?a%0A=1", "control character"),
     ],
 )

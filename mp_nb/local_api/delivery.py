@@ -304,7 +304,7 @@ class Deliverer:
 def attempts_frame(rows: Any) -> pd.DataFrame:
     """Attempt rows (dicts with :data:`ATTEMPT_COLUMNS`) as a typed DataFrame."""
     frame = pd.DataFrame(list(rows), columns=list(ATTEMPT_COLUMNS))
-    frame["at"] = pd.to_datetime(frame["at"], utc=True, format="ISO8601")
+    frame["at"] = pd.to_datetime(frame["at"], utc=True, format="ISO8601").astype("datetime64[ns, UTC]")
     for col in ("delivery_id", "attempt"):
         frame[col] = frame[col].astype("int64")
     frame["status"] = frame["status"].astype("Int64")
