@@ -1,15 +1,20 @@
 """EventStore: every delivery, durably, in one SQLite file; history back as DataFrames.
 
 Writing
-    One writer thread takes whatever is queued and commits it as a single transaction (group
-    commit), then tells each waiting request, so the receiver acknowledges an event only once
-    it is on disk. WAL mode; ``synchronous="NORMAL"`` (default) survives a killed process,
-    ``"FULL"`` also a power cut. Rows are computed by the caller (the server thread), so a
-    hostile payload fails its own request, never the batch; if a batch still fails, its items
-    are retried one by one. The writer also flags duplicates (same body bytes as an earlier
+    Writes are group commits: whatever is waiting goes into a single transaction, then each
+    waiting request is told, so the receiver acknowledges an event only once it is on disk.
+    A writer thread commits what is queued (``submit_event``, ``add_event``, rejections);
+    the receiver's event loop commits its own deliveries in place (``commit_here``), one
+    transaction per loop iteration, which saves a hand-off between threads per request. Both
+    take one lock, so the in-memory maps below stay consistent. WAL mode;
+    ``synchronous="NORMAL"`` (default) survives a killed process, ``"FULL"`` also a power
+    cut. Rows are computed by the caller (the server thread), so a hostile payload fails its
+    own request, never the batch; if a batch still fails, its items are retried one by one.
+    Each commit also flags duplicates (same body bytes as an earlier
     event: ``duplicate_of`` = the first copy's id), out-of-order arrivals (an event whose
-    ``event_time`` is earlier than that of an event of the same model received before it) and
-    applies the retention limits (``max_age``, ``max_rows``), oldest rows first.
+    ``event_time`` is earlier than that of an event of the same model received before it);
+    the writer thread applies the retention limits (``max_age``, ``max_rows``), oldest rows
+    first.
 
 Kept per accepted event: the raw body bytes exactly as received, headers with credentials
 redacted, receive time, remote address, how it was authenticated, the flattened event
@@ -290,6 +295,8 @@ def _rejection_row(r: Rejection) -> tuple[Any, ...]:
 
 Done = Callable[[int | None, BaseException | None], None]
 _Item = tuple[str, Any, "Done | None"]
+#: A queue item that only wakes the writer (for a retention pass after outside commits).
+_WAKE: _Item = ("wake", None, None)
 
 
 # ---------------------------------------------------------------------- the frame cache
@@ -690,6 +697,9 @@ class EventStore:
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
+        #: Held by every transaction that writes (the writer thread's, and those of
+        #: :meth:`commit_here`): they share the in-memory first-copy and per-model maps.
+        self._write_lock = threading.RLock()
         self._committed = threading.Condition()
         self._generation = 0
         self._reader_local = threading.local()
@@ -774,6 +784,30 @@ class EventStore:
         self._ensure_writer()
         self._queue.put(("event", row, done))
 
+    def event_item(self, delivery: Delivery, done: Done | None = None) -> _Item:
+        """A delivery made ready for :meth:`commit_here` (raises if it cannot be stored)."""
+        return ("event", _event_row(delivery), done)
+
+    def writer_connection(self) -> sqlite3.Connection:
+        """A connection for :meth:`commit_here` on the calling thread (checkpoints are left
+        to the checkpoint thread, as on the writer's own connection)."""
+        conn = self._connect()
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        return conn
+
+    def commit_here(self, conn: sqlite3.Connection, items: list[_Item]) -> None:
+        """Commit ``items`` (from :meth:`event_item`) in one transaction on the calling thread,
+        then run their ``done``: group commit without a hand-off to the writer thread. The
+        receiver's event loop uses it for the requests that arrive in one loop iteration."""
+        if not items:
+            return
+        self._ensure_writer()  # retention and checkpoints still run there
+        with self._write_lock:
+            self._commit(conn, items)
+        if (self.max_age is not None or self.max_rows is not None) and not self._retention_pending:
+            self._retention_pending = True
+            self._queue.put(_WAKE)  # the writer may be idle: let it run the retention pass
+
     def submit_rejection(self, rejection: Rejection, done: Done | None = None) -> None:
         """Queue a rejected request; ``done(id, error)`` runs after its commit."""
         row = _rejection_row(rejection)
@@ -831,15 +865,16 @@ class EventStore:
                 self._writer.start()
 
     def _write_loop(self) -> None:
-        conn = self._connect()
-        conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it instead
+        conn = self.writer_connection()
         checkpointer = threading.Thread(target=self._checkpoint_loop, daemon=True,
                                         name=f"mp-nb-checkpoint:{self.path.name}")  # fmt: skip
         self._checkpoint_stop.clear()
         checkpointer.start()
         try:
             try:  # ready before the first delivery arrives, usually
-                self._first_copies(conn, int(conn.execute("SELECT MAX(id) FROM events").fetchone()[0] or 0))
+                with self._write_lock:
+                    top = conn.execute("SELECT MAX(id) FROM events").fetchone()[0]
+                    self._first_copies(conn, int(top or 0))
             except sqlite3.Error:
                 self._forget_first_copies()  # read again at the first write
             stop = False
@@ -848,7 +883,8 @@ class EventStore:
                 try:  # with retention set, wake up when the next pass is due even if idle
                     first = self._queue.get(timeout=self._retention_wait())
                 except queue.Empty:
-                    self._retain(conn)
+                    with self._write_lock:
+                        self._retain(conn)
                     continue
                 if first is None:
                     stop = True
@@ -863,11 +899,14 @@ class EventStore:
                         stop = True
                     else:
                         batch.append(item)
+                batch = [item for item in batch if item is not _WAKE]
                 if batch:
-                    self._commit(conn, batch)
+                    with self._write_lock:
+                        self._commit(conn, batch)
                     self._retention_pending = True
                 if self.max_age is not None or self.max_rows is not None:
-                    self._retain(conn)
+                    with self._write_lock:
+                        self._retain(conn)
         finally:
             self._checkpoint_stop.set()
             checkpointer.join(10)
