@@ -688,7 +688,11 @@ class EventStore:
         problem = store_file_problem(self.path)
         if problem:
             raise ConfigurationError(f"db: {problem}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(
+                f"db: cannot create the folder {self.path.parent}: {exc.strerror or exc}") from None
         self.synchronous = sync
         self.max_age: float | None = None
         self.max_rows: int | None = None
@@ -1341,6 +1345,8 @@ class EventStore:
 
     def _model_rows(self, model_id: str) -> pd.DataFrame:
         """One model's events straight from SQLite (indexed), without touching the cache."""
+        if not isinstance(model_id, str) or not model_id:
+            raise ConfigurationError(f"model_id: give a model id (a string), got {model_id!r}")
         rows = self._reader().execute(
             _SELECT_FRAME + " WHERE model_id=? AND ping=0 ORDER BY id", (model_id,)
         ).fetchall()

@@ -319,3 +319,13 @@ def test_a_huge_json_number_is_refused_in_plain_words(tmp_path):
         assert "a number with more than 4300 digits" in answer.json()["error"]
         assert "sys." not in answer.text
         assert http.post(receiver.url, json={"type": "uploaded"}).status_code == 200
+
+
+def test_store_and_simulator_arguments_are_checked(tmp_path, mp_local_api):
+    with pytest.raises(ConfigurationError, match="db: cannot create the folder /proc/nope"):
+        Receiver(db="/proc/nope/x.sqlite3", start=False)
+    receiver = Receiver(db=tmp_path / "r.sqlite3", start=False)
+    with pytest.raises(ConfigurationError, match="model_id: give a model id"):
+        receiver.timeline(None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="n_models: must be a count of models"):
+        mp_local_api.simulate.lifecycle(-1)

@@ -106,6 +106,10 @@ class Simulator:
 
     ``seed`` makes ids and random choices reproducible; ``clock`` supplies event times
     (``datetime.now`` by default; history generation passes explicit times).
+
+    Single steps are not checked against a model's state (a ``process`` after ``delete``
+    is sent as asked), so tests can drive the odd sequences a real platform may produce;
+    only unknown model ids and unknown literals are refused.
     """
 
     def __init__(
@@ -323,6 +327,8 @@ class Simulator:
         and a restore after it. Each v1 callback sees 7 events per model either way; each v2
         callback 7, or 11 with ``v2_steps``.
         """
+        if isinstance(n_models, bool) or not isinstance(n_models, int) or n_models < 0:
+            raise ConfigurationError(f"n_models: must be a count of models (0 or more), got {n_models!r}")
         ids = []
         for _ in range(n_models):
             mid = self.upload()
