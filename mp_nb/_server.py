@@ -33,7 +33,7 @@ from typing import Any
 
 import uvicorn
 
-from .exceptions import ReceiverError
+from .exceptions import ConfigurationError, ReceiverError
 
 log = logging.getLogger(__name__)
 for _name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
@@ -42,6 +42,14 @@ for _name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
 
 _live: dict[tuple[str, int], weakref.ref[ServerThread]] = {}
 _live_lock = threading.Lock()
+
+
+def check_port(port: object) -> None:
+    """Refuse a listening port that is not an integer 0-65535 (0 = any free port)."""
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise ConfigurationError(f"port: must be an integer, got {port!r}")
+    if not 0 <= port <= 65535:
+        raise ConfigurationError(f"port: {port!r} out of range; use 0 (any free port) to 65535")
 
 
 def is_loopback(host: str) -> bool:

@@ -115,11 +115,13 @@ def _endpoint_options(p: argparse.ArgumentParser) -> None:
 def _pairs(items: list[str], what: str) -> dict[str, str] | None:
     from .exceptions import ConfigurationError
 
-    out = {}
+    out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigurationError(f"{what}: {item!r} is not NAME=VALUE")
+        if key in out:
+            raise ConfigurationError(f"{what}: {key!r} given twice; give each name once")
         out[key] = value
     return out or None
 
@@ -150,20 +152,25 @@ def _add_or_patch(client: Any, args: argparse.Namespace) -> int:
     from .cli import CRED_SECRET_ENV, read_secret
 
     adding = args.action == "add"
-    cred_secret = (read_secret(CRED_SECRET_ENV, "callback credSecret: ", required=adding)
-                   if args.cred_type else None)
     headers = _pairs(args.header, "--header")
     if adding:
+        cred_secret = (read_secret(CRED_SECRET_ENV, "callback credSecret: ")
+                       if args.cred_type else None)
         cb = client.add_callback(
             args.callback_url, args.event_types, version=args.version,
             cred_type=args.cred_type, cred_key=args.cred_key, cred_secret=cred_secret,
             additional_headers=headers)
-    else:
+    else:  # only what is given changes: a new secret alone (from the environment) rotates it
         kwargs: dict[str, Any] = {}
         if args.cred_type:
-            kwargs.update(cred_type=args.cred_type, cred_key=args.cred_key)
-            if cred_secret:
-                kwargs["cred_secret"] = cred_secret
+            kwargs["cred_type"] = args.cred_type
+        if args.cred_key is not None:
+            kwargs["cred_key"] = args.cred_key
+        secret = (read_secret(CRED_SECRET_ENV, "callback credSecret (blank keeps it): ",
+                              required=False)
+                  if args.cred_type or os.environ.get(CRED_SECRET_ENV) else None)
+        if secret:
+            kwargs["cred_secret"] = secret
         cb = client.patch_callback(
             args.id, url=args.callback_url, event_types=args.event_types,
             version=args.version, additional_headers=headers, **kwargs)

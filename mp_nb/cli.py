@@ -24,6 +24,7 @@ import queue
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ._version import __version__
@@ -87,9 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     la.add_argument("--host", default="127.0.0.1")
     la.add_argument("--token-id", help="token id to accept (default: generated)")
     la.add_argument("--seed", type=int, help="seed for simulated ids")
-    la.add_argument("--simulate", type=int, default=0, metavar="N",
+    la.add_argument("--simulate", type=_count, default=0, metavar="N",
                     help="after start, run N model lifecycles every --every seconds")
-    la.add_argument("--every", type=float, default=10.0)
+    la.add_argument("--every", type=_seconds, default=10.0,
+                    help="seconds between simulation rounds (at least 0.1, default 10)")
     la.add_argument("--allow-remote-delivery", action="store_true",
                     help="deliver to non-loopback hosts too (off by default)")
     la.set_defaults(func=_local_api)
@@ -106,12 +108,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--max-body", type=_positive, default=1024 * 1024)
     refuse_secret_option(r, "--cred-secret", CRED_SECRET_ENV)
     r.add_argument("--json", action="store_true", help="print each event as a JSON line")
-    r.add_argument("--count", type=int, default=0, help="exit after N events (0 = run until Ctrl-C)")
+    r.add_argument("--count", type=_count, default=0, help="exit after N events (0 = run until Ctrl-C)")
     r.set_defaults(func=_receive)
 
     e = sub.add_parser("events", help="print or export the events of a store file")
     e.add_argument("--db", required=True)
-    e.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    e.add_argument("--format", choices=["table", "csv", "json", "parquet"],
+                   help="default: from the --output suffix (.csv, .json/.jsonl, .parquet), "
+                        "else table")
     e.add_argument("--type", action="append", help="only these event types (repeatable)")
     e.add_argument("--model", help="only this model id")
     e.add_argument("--rejections", action="store_true", help="the rejected requests instead")
@@ -139,9 +143,25 @@ def _port(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0.1:  # also refuses nan
+        raise argparse.ArgumentTypeError("must be at least 0.1 seconds")
+    return value
+
+
 # argparse names the type in "invalid <name> value: 'x'"
 _positive.__name__ = "positive integer"
 _port.__name__ = "port number"
+_count.__name__ = "count"
+_seconds.__name__ = "number of seconds"
 
 
 class _RefusedSecret(argparse.Action):
@@ -275,6 +295,13 @@ def _event_line(row: dict[str, Any]) -> str:
             f"{_shown(row.get('model_id')) or '-':<12}{success}{flags}")
 
 
+def _format_for(output: str | None) -> str:
+    """The ``mp-nb events`` format an output file's suffix asks for (table otherwise)."""
+    suffix = Path(output).suffix.lower() if output else ""
+    return {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}.get(
+        suffix, "table")
+
+
 def frame_json(frame: Any, *, lines: bool = False) -> str:
     """A DataFrame as JSON records (ISO times), without pandas' escaping of ``/``."""
     text = frame.to_json(orient="records", lines=lines, date_format="iso")
@@ -303,21 +330,30 @@ def _events(args: argparse.Namespace) -> int:
     from .store import open_store
 
     store = open_store(args.db)
+    fmt = args.format or _format_for(args.output)
+    if args.rejections and (args.type or args.model or fmt == "parquet"):
+        raise _usage("--rejections: --type, --model and parquet apply to events only")
+    if fmt == "parquet":
+        if not args.output:
+            raise _usage("--format parquet: give --output FILE.parquet")
+        store.export(args.output, format="parquet", types=args.type or None, model_id=args.model)
+        return 0
     if args.rejections:
         frame = store.rejections()
     else:
         frame = store.events(types=args.type or None, model_id=args.model)
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     try:
-        if args.format == "csv":
+        if fmt == "csv":
             frame.to_csv(out, index=False)
-        elif args.format == "json":
+        elif fmt == "json":
             if len(frame):  # pandas writes a blank line for no rows
                 print(frame_json(frame, lines=True), file=out)
         else:
             cols = ["id", "received_at", "type", "model_id", "success"] if not args.rejections else [
                 "id", "received_at", "status", "reason"]
-            print(frame[cols].to_string(index=False) if len(frame) else "(no rows)", file=out)
+            table = frame[cols].to_string(index=False) if len(frame) else "(no rows)"
+            print("\n".join(_shown(line) for line in table.split("\n")), file=out)
     finally:
         if out is not sys.stdout:
             out.close()

@@ -264,8 +264,7 @@ class ModelApiClient:
         ``url`` is split into scheme, host, port, path and query params; ``event_types``
         defaults to every type of the webhook ``version`` (1 or 2).
         """
-        if version not in (1, 2):
-            raise ConfigurationError(f"version: must be the integer 1 or 2, got {version!r}")
+        _check_version(version)
         types = _types(event_types, version)
         if target is None:
             if url is None:
@@ -282,6 +281,8 @@ class ModelApiClient:
         self, offset: str | None = None, page_size: int | None = None
     ) -> CallbackPage:
         """One page of ``modelEventWebhookCallbacks``."""
+        if page_size is not None and (isinstance(page_size, bool) or not isinstance(page_size, int)):
+            raise ConfigurationError(f"page_size: must be an integer 1-1000, got {page_size!r}")
         variables = {"offset": offset, "pageSize": self.page_size if page_size is None else page_size}
         data = self.execute(ops.LIST_CALLBACKS, variables, retry=True)
         page = data.get("modelEventWebhookCallbacks")
@@ -319,6 +320,7 @@ class ModelApiClient:
 
     def get_callback(self, callback_id: str) -> Callback:
         """One callback by id (the API has no single-item query, so this scans the list)."""
+        _require_id(callback_id)
         for cb in self.iter_callbacks():
             if cb.id == callback_id:
                 return cb
@@ -344,8 +346,7 @@ class ModelApiClient:
         _require_id(callback_id)
         data: dict[str, Any] = {}
         if version is not None:
-            if version not in (1, 2):
-                raise ConfigurationError(f"version: must be the integer 1 or 2, got {version!r}")
+            _check_version(version)
             data["version"] = version
         if event_types is not None:
             data["eventTypes"] = _types(event_types, version)
@@ -479,8 +480,16 @@ def _retry_after(value: str | None) -> float | None:
 
 
 def _require_id(callback_id: str) -> None:
-    if not isinstance(callback_id, str) or not callback_id.strip():
+    if not isinstance(callback_id, str):
+        raise ConfigurationError(f"callback_id: must be a string (an id from client.callbacks()), "
+                                 f"got {type(callback_id).__name__}")
+    if not callback_id.strip():
         raise ConfigurationError("callback_id: empty; use an id from client.callbacks()")
+
+
+def _check_version(version: Any) -> None:
+    if isinstance(version, bool) or version not in (1, 2):
+        raise ConfigurationError(f"version: must be the integer 1 or 2, got {version!r}")
 
 
 def _first_message(errors: Any) -> str | None:

@@ -264,8 +264,12 @@ def credentials_problem(
     extra header may replace the credential header or the HTTP framing headers.
     """
     t, k, s, h = (names[n] for n in ("credType", "credKey", "credSecret", "additionalHeaders"))
+    seen: set[str] = set()
     for name, value in additional_headers:
         problem = header_name_problem(name)
+        if problem is None and name.lower() in seen:
+            problem = f"{name!r} given twice (header names ignore case); give each once"
+        seen.add(name.lower())
         if problem is None:
             vp = header_value_problem(value)
             problem = f"value of {name!r} {vp}" if vp else None
@@ -350,7 +354,10 @@ def split_url(url: str) -> dict[str, Any]:
     >>> split_url("https://example.com:8443/hooks/mp?team=a")["path"]
     'hooks/mp'
     """
-    if not isinstance(url, str) or not url.strip():
+    if not isinstance(url, str):
+        raise ConfigurationError(f"url: must be a string like https://example.com/hooks/matterport, "
+                                 f"got {type(url).__name__}")
+    if not url.strip():
         raise ConfigurationError("url: empty; give a URL like https://example.com/hooks/matterport")
     url = url.strip()
     bad = _unprintable(url)
@@ -361,8 +368,9 @@ def split_url(url: str) -> dict[str, Any]:
         )
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
+        hint = "" if "://" in url else "; start the URL with http:// or https://"
         raise ConfigurationError(
-            f"url: scheme must be http or https, got {parts.scheme or 'none'!r} in {url!r}"
+            f"url: scheme must be http or https, got {parts.scheme or 'none'!r} in {url!r}{hint}"
         )
     if parts.username is not None or parts.password is not None:
         raise ConfigurationError(

@@ -28,6 +28,7 @@ a worker thread of their own, so user code never delays an acknowledgement.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import hmac
@@ -44,6 +45,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import unquote
 
 import pandas as pd
 from pydantic import SecretStr
@@ -54,6 +56,7 @@ from ._server import (
     REFUSED_SCOPE_KEY,
     ProtocolRefusal,
     ServerThread,
+    check_port,
     guarded_http_protocol,
     is_loopback,
 )
@@ -130,6 +133,7 @@ class Receiver:
         if problem:
             raise ConfigurationError(f"path: {problem}")
         self.path = "/" + path.strip("/") if path.strip("/") else "/"
+        self._decoded_path = unquote(self.path)  # what the server hands over (%20 -> " ")
         secret = as_secret(cred_secret, "cred_secret")
         kind = as_cred_type(cred_type)
         if cred_key is not None and not isinstance(cred_key, str):
@@ -152,10 +156,7 @@ class Receiver:
                 f"host: binding to {host} exposes the receiver beyond this machine; "
                 "set cred_type/cred_key/cred_secret so that only Matterport can post"
             )
-        if not _is_int(port):
-            raise ConfigurationError(f"port: must be an integer, got {port!r}")
-        if not 0 <= port <= 65535:
-            raise ConfigurationError(f"port: {port!r} out of range; use 0 (any free port) to 65535")
+        check_port(port)
         for name, value, least in (("max_body", max_body, 1), ("max_header", max_header, 256)):
             if not (_is_int(value) and value >= least):
                 raise ConfigurationError(f"{name}: must be a number of bytes, at least {least}; "
@@ -310,8 +311,7 @@ class Receiver:
                 return have
             left = deadline - time.monotonic()
             if left > 0 and not self.running:
-                raise ReceiverError(f"receiver {self.url} is stopped: {have} of {n} events "
-                                    "arrived; start it again with receiver.start()")
+                raise self._stopped(f"{have} of {n} events arrived")
             if left <= 0:
                 seen = self.store.type_counts(include_pings)
                 what = ", ".join(f"{k}={v}" for k, v in seen.items()) or "nothing"
@@ -327,6 +327,11 @@ class Receiver:
                 seen_to = top
                 continue
             self.store.wait_for_commit(generation, min(left, 0.25))
+
+    def _stopped(self, what: str) -> ReceiverError:
+        """Why a wait ends early: nothing more can arrive at a stopped receiver."""
+        return ReceiverError(f"receiver {self.url} is stopped: {what}; start it again with "
+                             "receiver.start()")
 
     # ------------------------------------------------------------------ handlers
 
@@ -353,7 +358,8 @@ class Receiver:
         return fn
 
     def handler_errors(self) -> pd.DataFrame:
-        """Every exception a handler raised: when, event id/type/model, handler name, error."""
+        """The exceptions handlers raised (the last 1,000): when, event id/type/model, handler
+        name, error and traceback."""
         return self._handlers.errors()
 
     def when_ready(self, fn: Callable[[str], Any], *, existing: bool = False) -> Callable[[str], Any]:
@@ -363,6 +369,8 @@ class Receiver:
         ``processed`` and ``activation_state_changed``. ``existing=True`` also calls it for
         models already ready in the stored history.
         """
+        if not callable(fn):
+            raise ConfigurationError("fn: give a function taking the model id")
         fired: set[str] = set()
         lock = threading.Lock()
 
@@ -392,6 +400,8 @@ class Receiver:
 
         Raises :class:`~mp_nb.exceptions.WaitTimeout` saying what is still missing.
         """
+        if not (_is_number(timeout) and timeout >= 0):
+            raise ConfigurationError(f"timeout: must be a number of seconds (0 or more), got {timeout!r}")
         deadline = time.monotonic() + timeout
         while True:
             generation = self.store.generation
@@ -399,6 +409,8 @@ class Receiver:
             if state["ready"]:
                 return state
             left = deadline - time.monotonic()
+            if left > 0 and not self.running:
+                raise self._stopped(f"model {model_id} is not ready yet")
             if left <= 0:
                 raise WaitTimeout(
                     f"model {model_id} not ready after {timeout:g} s: {state['events']} events, "
@@ -491,7 +503,7 @@ class _Request:
     async def handle(self) -> None:
         r = self.receiver
         path = self.scope["path"]
-        if path != r.path:
+        if path != r._decoded_path:
             await self.reject(404, f"no endpoint at {path}; deliveries go to {r.path}")
             return
         if self.method != "POST":
@@ -813,6 +825,10 @@ class _Registration:
         return getattr(self.fn, "__qualname__", None) or repr(self.fn)
 
 
+#: Handler failures kept for :meth:`Receiver.handler_errors` (the oldest are dropped).
+MAX_HANDLER_ERRORS = 1000
+
+
 class _Dispatcher:
     """Runs handlers on one worker thread, fed by the store's commit listener."""
 
@@ -822,7 +838,7 @@ class _Dispatcher:
         self.queue: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
         self.thread: threading.Thread | None = None
         self.lock = threading.Lock()
-        self._errors: list[dict[str, Any]] = []
+        self._errors: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_HANDLER_ERRORS)
         self.listening = False
 
     def add(self, event_type: str, fn: Callable[..., Any], *, duplicates: bool) -> None:
@@ -872,7 +888,7 @@ class _Dispatcher:
     def _guarded(self, fn: Callable[..., Any], args: tuple[Any, ...], event: StoredEvent | None) -> None:
         try:
             fn(*args)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt too: the worker goes on
             name = getattr(fn, "__qualname__", None) or repr(fn)
             log.warning("handler %s failed on event %s: %s", name, event and event.id, exc)
             with self.lock:

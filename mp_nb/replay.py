@@ -64,6 +64,7 @@ def replay(
     missing = [i for i in ids if i not in found]
     if missing:
         raise ConfigurationError(f"events: no event with id {missing[0]} in {source.path}")
+    _same_store(events, found, source)
     kind = _credentials(cred_type, cred_key, cred_secret, secret_given=True)
     auth = credential_header(kind, cred_key, cred_secret) if kind else None
     rows = []
@@ -170,6 +171,19 @@ def _credentials(cred_type: Any, cred_key: Any, cred_secret: Any, *,
     if problem:
         raise ConfigurationError(problem)
     return kind
+
+
+def _same_store(events: Any, found: dict[int, StoredEvent], source: EventStore) -> None:
+    """A DataFrame of another store's events has ids that mean other events here: refuse it
+    rather than send the wrong ones (checked by each row's receive time)."""
+    if not isinstance(events, pd.DataFrame) or "received_at" not in events.columns:
+        return
+    for event_id, received in zip(events["id"], events["received_at"], strict=True):
+        if found[int(event_id)].received_at != received:
+            raise ConfigurationError(
+                f"events: row with id {int(event_id)} is not event {int(event_id)} of "
+                f"{source.path}; this DataFrame comes from another store: replay it from "
+                "that store (or its receiver)")
 
 
 def _ids(events: Any) -> list[int]:

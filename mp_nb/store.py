@@ -12,7 +12,8 @@ Writing
     own request, never the batch; if a batch still fails, its items are retried one by one.
     Each commit also flags duplicates (same body bytes as an earlier
     event: ``duplicate_of`` = the first copy's id), out-of-order arrivals (an event whose
-    ``event_time`` is earlier than that of an event of the same model received before it);
+    ``event_time`` is earlier than that of an event of the same model and webhook version
+    received before it);
     the writer thread applies the retention limits (``max_age``, ``max_rows``), oldest rows
     first.
 
@@ -714,7 +715,7 @@ class EventStore:
             _FrameFiles(self.path, self.store_id) if frame_files and _arrow() is not None else None
         )
         self._listeners: list[Callable[[list[int]], None]] = []
-        self._model_max: dict[str, int] = {}
+        self._model_max: dict[tuple[str, int | None], int] = {}
         self._first_copy: dict[int, int] = {}  # body digest (first 8 bytes) -> first event id
         self._first_copy_upto = 0  # ... for every event with an id up to this one
         self._retention_due = 0.0
@@ -1000,7 +1001,7 @@ class EventStore:
                 # a deleted first copy, or two bodies sharing 64 bits of SHA-256: not a copy
                 duplicate_of = first[key] = row_id
             full.append((*row, None if duplicate_of == row_id else duplicate_of,
-                         self._late(conn, row[11], row[12])))  # fmt: skip
+                         self._late(conn, row[11], row[10], row[12])))  # fmt: skip
         self._first_copy_upto = base + len(rows)
         return _insert_rows(conn, "events", EVENT_COLUMNS, full, base)
 
@@ -1027,20 +1028,24 @@ class EventStore:
         self._first_copy.clear()
         self._first_copy_upto = 0
 
-    def _late(self, conn: sqlite3.Connection, model_id: str | None, event_time: int | None) -> int:
-        """1 if ``event_time`` is earlier than that of an event of the same model stored
-        before (the writer remembers each model's latest event time)."""
+    def _late(self, conn: sqlite3.Connection, model_id: str | None, version: int | None,
+              event_time: int | None) -> int:
+        """1 if ``event_time`` is earlier than that of an event of the same model and webhook
+        version stored before (the writer remembers each one's latest event time). v1 and v2
+        payloads come from separate callbacks, so they are not compared with each other."""
         if model_id is None or event_time is None:
             return 0
-        latest = self._model_max.get(model_id)
+        key = (model_id, version)
+        latest = self._model_max.get(key)
         if latest is None:
             got = conn.execute(
-                "SELECT MAX(event_time) FROM events WHERE model_id=?", (model_id,)
+                "SELECT MAX(event_time) FROM events WHERE model_id=? AND webhook_version IS ?",
+                (model_id, version),
             ).fetchone()[0]
             latest = _NAT if got is None else int(got)
             if len(self._model_max) > 100_000:  # bounded; reloaded from the index on demand
                 self._model_max.clear()
-        self._model_max[model_id] = max(latest, event_time)
+        self._model_max[key] = max(latest, event_time)
         return int(event_time < latest)
 
     def _retain(self, conn: sqlite3.Connection) -> None:

@@ -152,3 +152,26 @@ def test_secrets_cannot_be_given_on_the_command_line(bad_runs):
     assert code == 2 and "--cred-secret: secrets never go on the command line" in err
     assert "MP_NB_CRED_SECRET" in err
     assert "in-ps" not in out
+
+
+def test_patch_changes_only_the_credentials_given(api, env, receiver):
+    """Rotating a secret keeps the header name; a key alone changes the key."""
+    cb = api.registry.add({"eventTypes": ["processed"], "callback": {
+        "scheme": "http", "host": "127.0.0.1", "credType": "token", "credKey": "X-Api-Key",
+        "credSecret": "old-secret"}})
+    rotated = mp_nb({**env, "MP_NB_CRED_SECRET": "new-secret"}, "callbacks", "patch", cb.id,
+                    "--cred-type", "token")
+    assert rotated.returncode == 0, rotated.stderr
+    stored = api.registry.get(cb.id)
+    assert (stored.cred_key, stored.cred_secret.get_secret_value()) == ("X-Api-Key", "new-secret")
+    secret_only = mp_nb({**env, "MP_NB_CRED_SECRET": "newer-secret"}, "callbacks", "patch", cb.id)
+    assert secret_only.returncode == 0, secret_only.stderr
+    assert api.registry.get(cb.id).cred_secret.get_secret_value() == "newer-secret"
+    keyed = mp_nb({k: v for k, v in env.items() if k != "MP_NB_CRED_SECRET"}, "callbacks",
+                  "patch", cb.id, "--cred-key", "X-Other-Key")
+    assert keyed.returncode == 0, keyed.stderr
+    assert api.registry.get(cb.id).cred_key == "X-Other-Key"
+    assert "newer-secret" not in rotated.stdout + secret_only.stdout + keyed.stdout
+    twice = mp_nb(env, "callbacks", "patch", cb.id, "--header", "X-A=1", "--header", "X-A=2")
+    assert twice.returncode == 1 and "'X-A' given twice" in twice.stderr
+    api.registry.remove(cb.id)

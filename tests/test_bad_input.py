@@ -103,6 +103,10 @@ def test_cli_argument_errors_read_well(tmp_path):
     assert proc.returncode == 2 and "invalid positive integer value: 'abc'" in proc.stderr
     proc = run_cli("receive", "--port", "x")
     assert proc.returncode == 2 and "invalid port number value" in proc.stderr
+    proc = run_cli("local-api", "--every", "0", "--simulate", "1")
+    assert proc.returncode == 2 and "--every: must be at least 0.1 seconds" in proc.stderr
+    proc = run_cli("local-api", "--simulate", "-1")
+    assert proc.returncode == 2 and "--simulate: must be 0 or more" in proc.stderr
     proc = run_cli("receive", "--cred-type", "basic", "--cred-secret", "hunter2")
     assert proc.returncode == 2 and "secrets never go on the command line" in proc.stderr
     assert "hunter2" not in proc.stderr + proc.stdout
@@ -329,3 +333,74 @@ def test_store_and_simulator_arguments_are_checked(tmp_path, mp_local_api):
         receiver.timeline(None)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="n_models: must be a count of models"):
         mp_local_api.simulate.lifecycle(-1)
+
+
+def test_a_percent_encoded_receiver_path_accepts_its_own_url(tmp_path):
+    import httpx
+
+    with Receiver("/hooks%20x", db=tmp_path / "r.sqlite3") as receiver, httpx.Client(trust_env=False) as http:
+        assert receiver.url.endswith("/hooks%20x")
+        assert http.post(receiver.url, json={"type": "uploaded"}).status_code == 200
+        assert http.post(receiver.url.replace("%20x", "y"), json={"type": "uploaded"}).status_code == 404
+
+
+def test_more_arguments_are_checked_by_name(mp_client, mp_receiver, tmp_path):
+    from mp_nb import LocalModelApi
+    from mp_nb.exceptions import ReceiverError
+
+    for call, message in [
+        (lambda: mp_client.add_callback(123, ["uploaded"]), "url: must be a string"),
+        (lambda: mp_client.remove_callback(5), "callback_id: must be a string"),
+        (lambda: mp_client.get_callback(""), "callback_id: empty"),
+        (lambda: mp_client.add_callback(mp_receiver.url, ["uploaded"], version=True), "got True"),
+        (lambda: mp_client.callbacks(page_size="5"), "page_size: must be an integer 1-1000"),
+        (lambda: mp_client.add_callback("127.0.0.1:9/hooks", ["uploaded"]), "start the URL with http"),
+        (lambda: mp_client.add_callback(mp_receiver.url, ["uploaded"],
+                                        additional_headers={"X-A": "1", "x-a": "2"}), "given twice"),
+        (lambda: LocalModelApi(port="8765"), "port: must be an integer, got '8765'"),
+        (lambda: mp_receiver.wait_until_ready("M", timeout="x"), "timeout: must be a number"),
+        (lambda: mp_receiver.when_ready(5), "fn: give a function"),
+    ]:
+        with pytest.raises(ConfigurationError, match=message):
+            call()
+    stopped = Receiver(db=tmp_path / "s.sqlite3")
+    stopped.stop()
+    with pytest.raises(ReceiverError, match="is stopped: model M is not ready yet"):
+        stopped.wait_until_ready("M", timeout=30)
+
+
+def test_a_handler_that_exits_is_recorded_and_the_worker_goes_on(tmp_path):
+    import httpx
+
+    seen = []
+    with Receiver(db=tmp_path / "r.sqlite3") as receiver, httpx.Client(trust_env=False) as http:
+        receiver.on("uploaded", lambda event: sys.exit(3))
+        receiver.on("processed", lambda event: seen.append(event.id))
+        http.post(receiver.url, json={"type": "uploaded"})
+        http.post(receiver.url, json={"type": "processed"})
+        receiver.wait_for(2)
+        import time
+
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert seen == [2]
+        errors = receiver.handler_errors()
+        assert errors["error"].tolist() == ["SystemExit: 3"]
+
+
+def test_mp_nb_events_escapes_control_characters_and_picks_the_format_by_suffix(tmp_path):
+    import httpx
+
+    db = tmp_path / "r.sqlite3"
+    with Receiver(db=db) as receiver, httpx.Client(trust_env=False) as http:
+        http.post(receiver.url, json={"type": "up\u001b[2Jloaded", "modelId": "\u001b[31mX"})
+    table = run_cli("events", "--db", str(db))
+    assert table.returncode == 0 and "\x1b" not in table.stdout and "\\x1b[31mX" in table.stdout
+    out = tmp_path / "events.parquet"
+    assert run_cli("events", "--db", str(db), "-o", str(out)).returncode == 0
+    import pandas as pd
+
+    assert pd.read_parquet(out)["model_id"].tolist() == ["\x1b[31mX"]  # the data itself is kept
+    mixed = run_cli("events", "--db", str(db), "--rejections", "--type", "uploaded")
+    assert mixed.returncode == 1 and "apply to events only" in mixed.stderr

@@ -298,6 +298,22 @@ def test_paging_offsets_are_opaque_and_the_last_page_has_no_next_offset(api, cli
         "modelEventWebhookCallbacks": {"totalResults": 20}}
 
 
+def test_removing_while_paging_skips_no_callback(api, client):
+    """Offsets point at the last callback listed, not at a position: the obvious clean-up
+    loop removes everything, and a concurrent removal never hides a survivor."""
+    for i in range(25):
+        client.add_callback(f"http://127.0.0.1:9/h/{i}", ["processed"])
+    for cb in client.iter_callbacks(page_size=10):
+        client.remove_callback(cb.id)
+    assert client.callbacks() == []
+    ids = [client.add_callback(f"http://127.0.0.1:9/k/{i}", ["processed"]).id for i in range(30)]
+    first = client.callbacks_page(page_size=10)
+    for gone in ids[:5] + ids[12:14]:  # another client removes some, listed or not yet
+        client.remove_callback(gone)
+    rest = client.callbacks_page(first.next_offset, 100)
+    assert [c.id for c in rest.results] == [i for i in ids[10:] if i not in ids[12:14]]
+
+
 @pytest.mark.parametrize("size, ok", [(0, False), (1, True), (1000, True), (1001, False),
                                       (-5, False)])
 def test_page_size_bounds(client, size, ok):

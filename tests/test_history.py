@@ -115,6 +115,16 @@ def test_out_of_order_arrivals_are_marked_per_model(receiver, post):
     assert line["out_of_order"].tolist() == [True, False, False, False]
 
 
+def test_out_of_order_compares_one_webhook_version_at_a_time(receiver, post):
+    """A v1 and a v2 callback deliver through separate queues: a v1 event that arrives after
+    a later v2 event of the same model is not late."""
+    post(v2("processed", "MIXED000001", 10, {"status": "succeeded", "error": ""}))
+    post(v1("inserted", "MIXED000001", 5))
+    post(v1("uploaded", "MIXED000001", 4))  # late against the v1 insert before it
+    post(v2("created", "MIXED000001", 3, {"type": "processing"}))  # late against v2 processed
+    assert receiver.events()["out_of_order"].tolist() == [False, False, True, True]
+
+
 def test_models_show_latest_state_by_event_time(receiver, post):
     post(v2("created", "READY000001", 0, {"type": "processing"}))
     post(v2("processed", "READY000001", 5, {"status": "succeeded", "error": ""}))

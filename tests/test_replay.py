@@ -102,6 +102,14 @@ def test_bad_event_arguments_name_the_field(source, target):
         curl_command(source, 1, target.url, cred_key="hook")
 
 
+def test_a_frame_from_another_store_is_refused_not_misread(source, target):
+    with httpx.Client(trust_env=False, timeout=5) as http:
+        http.post(target.url, json={"type": "deleted", "modelId": "FROM_TARGET"},
+                  headers={"X-Hook-Token": "tgt-secret"})
+    with pytest.raises(ConfigurationError, match="this DataFrame comes from another store"):
+        replay(source, target.events(), target.url)
+
+
 def test_replay_takes_the_ids_pandas_hands_out(source, target):
     creds = {"cred_type": "token", "cred_key": "X-Hook-Token", "cred_secret": "tgt-secret"}
     frame = source.events()

@@ -60,6 +60,7 @@ class StoredCallback:
     cred_type: CredType | None = None
     cred_key: str | None = None
     cred_secret: SecretStr | None = None
+    seq: int = 0  # registration order: what list offsets point at
 
     @property
     def url(self) -> str:
@@ -161,8 +162,9 @@ class Registry:
     """Thread-safe store of callbacks for one organization."""
 
     def __init__(self) -> None:
-        self._items: dict[str, StoredCallback] = {}
+        self._items: dict[str, StoredCallback] = {}  # in registration order
         self._lock = threading.RLock()
+        self._seq = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -190,6 +192,8 @@ class Registry:
         )
         _apply_callback(item, cb)
         with self._lock:
+            self._seq += 1
+            item.seq = self._seq
             self._items[item.id] = item
         return item
 
@@ -237,20 +241,24 @@ class Registry:
         size = 10 if page_size is None else page_size
         if not 1 <= size <= 1000:
             raise invalid(f"pageSize: {size} out of range 1-1000")
-        start = decode_offset(offset)
+        after = decode_offset(offset)
         with self._lock:
             items = list(self._items.values())
-        chunk = items[start : start + size]
-        more = start + size < len(items)
+        # a keyset, not a position: callbacks removed while someone pages never make the
+        # next page skip one that is still there
+        rest = [c for c in items if c.seq > after]
+        chunk = rest[:size]
+        more = len(rest) > size
         return {
-            "nextOffset": encode_offset(start + size) if more else None,
+            "nextOffset": encode_offset(chunk[-1].seq) if more else None,
             "totalResults": len(items),
             "results": [c.to_graphql() for c in chunk],
         }
 
 
-def encode_offset(index: int) -> str:
-    return base64.urlsafe_b64encode(f"cb:{index}".encode()).decode().rstrip("=")
+def encode_offset(seq: int) -> str:
+    """An opaque offset: the registration number of the last callback on the page."""
+    return base64.urlsafe_b64encode(f"cb:{seq}".encode()).decode().rstrip("=")
 
 
 def decode_offset(offset: str | None) -> int:

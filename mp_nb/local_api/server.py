@@ -43,9 +43,8 @@ from graphql import (
     validate,
 )
 
-from .._server import ServerThread
+from .._server import ServerThread, check_port
 from ..events import PING_MODEL_ID
-from ..exceptions import ConfigurationError
 from .delivery import ATTEMPTS_PATH, Deliverer, RetryPolicy
 from .registry import Registry, StoredCallback
 from .simulator import Occurrence, Simulator, iso_utc
@@ -116,8 +115,7 @@ class LocalModelApi:
         seed: int | None = None,
         start: bool = True,
     ) -> None:
-        if not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ConfigurationError(f"port: {port!r} out of range; use 0 (any free port) to 65535")
+        check_port(port)
         self.token_id = token_id or "local-" + secrets.token_hex(8)
         self._token_secret = token_secret or secrets.token_urlsafe(24)
         self.access_token = secrets.token_urlsafe(32)
