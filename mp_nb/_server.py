@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import errno
 import ipaddress
 import logging
 import socket
@@ -108,9 +109,13 @@ class ServerThread:
             sock = self._bind(self.requested_port or again or 0)
         except OSError as exc:
             if again is None:
+                if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+                    hint = "give an address of this machine, e.g. 127.0.0.1"
+                else:
+                    hint = "use port=0 to pick a free port, or stop whatever holds this one"
                 raise ReceiverError(
-                    f"cannot listen on {self.host}:{self.requested_port}: {exc.strerror or exc}. "
-                    "Use port=0 to pick a free port, or stop whatever holds this one."
+                    f"cannot listen on {self.host}:{self.requested_port}: "
+                    f"{exc.strerror or exc}; {hint}"
                 ) from exc
             sock = self._bind(0)
             log.warning("%s: port %s was taken meanwhile; now on port %s, so URLs registered "

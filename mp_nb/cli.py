@@ -21,6 +21,7 @@ import getpass
 import json
 import os
 import queue
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -227,9 +228,9 @@ def _local_api(args: argparse.Namespace) -> int:
         print(f"warning: listening on {args.host}, beyond this machine; anyone who can reach "
               "it and knows the token can manage callbacks", file=sys.stderr)
     print("use it with:")
-    print(f"  export MATTERPORT_API_URL={api.url}")
-    print(f"  export MATTERPORT_TOKEN_ID={api.token_id}")
-    print(f"  export MATTERPORT_TOKEN_SECRET={api.token_secret}")
+    for name, value in (("MATTERPORT_API_URL", api.url), ("MATTERPORT_TOKEN_ID", api.token_id),
+                        ("MATTERPORT_TOKEN_SECRET", api.token_secret)):
+        print(f"  export {name}={shlex.quote(value)}")
     print("Ctrl-C to stop.", flush=True)
     try:
         while True:
