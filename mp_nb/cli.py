@@ -130,39 +130,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
+def _bounded(kind: type, low: float, high: float | None, name: str, problem: str) -> Any:
+    """An argparse type: ``kind(text)`` within ``low`` to ``high``; argparse shows ``name`` in
+    "invalid <name> value: 'x'" and ``problem`` for a value out of bounds."""
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if not (value >= low and (high is None or value <= high)):  # also refuses nan
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = name
+    return parse
 
 
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError("port must be 0-65535")
-    return value
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value >= 0.1:  # also refuses nan
-        raise argparse.ArgumentTypeError("must be at least 0.1 seconds")
-    return value
-
-
-# argparse names the type in "invalid <name> value: 'x'"
-_positive.__name__ = "positive integer"
-_port.__name__ = "port number"
-_count.__name__ = "count"
-_seconds.__name__ = "number of seconds"
+_positive = _bounded(int, 1, None, "positive integer", "must be at least 1")
+_port = _bounded(int, 0, 65535, "port number", "port must be 0-65535")
+_count = _bounded(int, 0, None, "count", "must be 0 or more")
+_seconds = _bounded(float, 0.1, None, "number of seconds", "must be at least 0.1 seconds")
 
 
 class _RefusedSecret(argparse.Action):
