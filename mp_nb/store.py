@@ -13,9 +13,8 @@ Writing
     Each commit also flags duplicates (same body bytes as an earlier
     event: ``duplicate_of`` = the first copy's id), out-of-order arrivals (an event whose
     ``event_time`` is earlier than that of an event of the same model and webhook version
-    received before it);
-    the writer thread applies the retention limits (``max_age``, ``max_rows``), oldest rows
-    first.
+    received before it); the writer thread applies the retention limits (``max_age``,
+    ``max_rows``), oldest rows first.
 
 Kept per accepted event: the raw body bytes exactly as received, headers with credentials
 redacted, receive time, remote address, how it was authenticated, the flattened event
@@ -733,8 +732,7 @@ class EventStore:
         if max_age is not None and not (_is_number(max_age) and max_age > 0):
             raise ConfigurationError(
                 f"max_age: must be a positive number of seconds or a timedelta, got {max_age!r}")
-        if max_rows is not None and not (
-                isinstance(max_rows, int) and not isinstance(max_rows, bool) and max_rows >= 1):
+        if max_rows is not None and not (_is_int(max_rows) and max_rows >= 1):
             raise ConfigurationError(
                 f"max_rows: must be an integer of at least 1 (or None to keep every row), "
                 f"got {max_rows!r}")
@@ -785,9 +783,9 @@ class EventStore:
         The row is computed here, on the caller's thread, so a payload that cannot be stored
         raises to its own caller instead of failing the writer's batch.
         """
-        row = _event_row(delivery)
+        item = self.event_item(delivery, done)
         self._ensure_writer()
-        self._queue.put(("event", row, done))
+        self._queue.put(item)
 
     def event_item(self, delivery: Delivery, done: Done | None = None) -> _Item:
         """A delivery made ready for :meth:`commit_here` (raises if it cannot be stored)."""
