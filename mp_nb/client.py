@@ -44,6 +44,7 @@ from .models import (
     as_cred_type,
     as_secret,
     check_event_types,
+    check_version,
     credentials_problem,
     query_params_problem,
     split_url,
@@ -264,7 +265,7 @@ class ModelApiClient:
         ``url`` is split into scheme, host, port, path and query params; ``event_types``
         defaults to every type of the webhook ``version`` (1 or 2).
         """
-        _check_version(version)
+        check_version(version)
         types = _types(event_types, version)
         if target is None:
             if url is None:
@@ -346,7 +347,7 @@ class ModelApiClient:
         _require_id(callback_id)
         data: dict[str, Any] = {}
         if version is not None:
-            _check_version(version)
+            check_version(version)
             data["version"] = version
         if event_types is not None:
             data["eventTypes"] = _types(event_types, version)
@@ -486,10 +487,6 @@ def _require_id(callback_id: str) -> None:
     if not callback_id.strip():
         raise ConfigurationError("callback_id: empty; use an id from client.callbacks()")
 
-
-def _check_version(version: Any) -> None:
-    if isinstance(version, bool) or version not in (1, 2):
-        raise ConfigurationError(f"version: must be the integer 1 or 2, got {version!r}")
 
 
 def _first_message(errors: Any) -> str | None:

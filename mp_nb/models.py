@@ -29,6 +29,7 @@ __all__ = [
     "as_cred_type",
     "as_secret",
     "check_event_types",
+    "check_version",
     "credentials_problem",
     "endpoint_url",
     "event_types_for",
@@ -178,6 +179,12 @@ def as_secret(value: object, field: str) -> SecretStr | None:
     if isinstance(value, str):
         return SecretStr(value)
     raise ConfigurationError(f"{field}: must be a string, got {type(value).__name__} (value not shown)")
+
+
+def check_version(version: object) -> None:
+    """Refuse anything but the webhook versions 1 and 2 (``True`` included, though it equals 1)."""
+    if isinstance(version, bool) or version not in (1, 2):
+        raise ConfigurationError(f"version: must be the integer 1 or 2, got {version!r}")
 
 
 def as_cred_type(value: object, field: str = "cred_type") -> CredType | None:

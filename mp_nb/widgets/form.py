@@ -22,7 +22,16 @@ from pydantic.alias_generators import to_snake
 
 from ..client import ModelApiClient
 from ..exceptions import ApiError, ConfigurationError, MpNbError, TransportError
-from ..models import Callback, CallbackTarget, check_event_types, endpoint_url, event_types_for, split_url
+from ..models import (
+    Callback,
+    CallbackTarget,
+    as_cred_type,
+    check_event_types,
+    check_version,
+    endpoint_url,
+    event_types_for,
+    split_url,
+)
 from ._common import (
     MUTED_STYLE,
     OK_STYLE,
@@ -134,12 +143,8 @@ class CallbackForm(View):
 
     def __init__(self, client: ModelApiClient, *, url: str = "", version: int = 1,
                  cred_type: str | None = None, cred_key: str | None = None) -> None:
-        if version not in (1, 2) or isinstance(version, bool):
-            raise ConfigurationError(f"version: must be the integer 1 or 2, got {version!r}")
-        cred_type = cred_type or None
-        if cred_type not in (None, "basic", "token"):
-            raise ConfigurationError(
-                f"cred_type: {cred_type!r} is not a credential type; use 'basic', 'token' or None")
+        check_version(version)
+        as_cred_type(cred_type or None)
         self.client = client
         self.editing: Callback | None = None
         self.last_result: Callback | None = None
